@@ -1,0 +1,1 @@
+"""Console script ``nnunet-ext``: thin argparse wrappers over library functions."""
