@@ -15,7 +15,10 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Order is the order shown by --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "env": ("nnunet_ext.cli.env", "print the export line that makes nnU-Net find the plugin's trainers"),
-    "add-config": ("nnunet_ext.cli.add_config", "add a plugin-network configuration (COPLE-Net, dilated U-Net) to plans"),
+    "add-config": (
+        "nnunet_ext.cli.add_config",
+        "add a plugin-network configuration (COPLE-Net, dilated U-Net) to plans",
+    ),
     "predict": ("nnunet_ext.cli.predict", "nnUNetv2_predict with optional rotational test-time augmentation"),
     "merge-labels": ("nnunet_ext.cli.merge_labels", "BraTS two-pass merge of two label-map folders"),
     "simulate-noise": ("nnunet_ext.cli.simulate_noise", "write a copy of a raw dataset with simulated noisy labels"),

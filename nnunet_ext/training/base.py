@@ -1,0 +1,418 @@
+"""``ExtTrainerBase``: the one base trainer of the plugin.
+
+Named trainers (``nnunet_ext/trainers/nnunet_ext_*.py``) only set class attributes:
+
+- ``loss_spec``: a :class:`LossSpec` naming a loss in ``nnunet_ext.losses`` (None keeps nnU-Net's Dice + CE);
+- one config per add-on in ``ADDONS`` (``mean_teacher``, ``reweight``, ``swa``): None means off.
+
+Every hyper-parameter can be overridden per configuration through a ``"nnunet_ext"`` block in the plans file, e.g.
+``{"num_epochs": 300, "loss": {"gamma": 2.0}, "mean_teacher": {"consistency_high": 0.2}}``; unknown keys are
+rejected with a did-you-mean hint. The trainer keeps nnU-Net's ``__init__`` signature (nnU-Net introspects it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import pydoc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+
+from nnunet_ext._nnunet import unwrap
+from nnunet_ext.losses import build_loss, wrap_deep_supervision
+from nnunet_ext.losses.registry import LOSSES
+from nnunet_ext.training.addon import TrainerAddon
+from nnunet_ext.training.consistency import MeanTeacher, MeanTeacherConfig
+from nnunet_ext.training.reweight import Reweight, ReweightConfig
+from nnunet_ext.training.schedules import EpochLR
+from nnunet_ext.training.swa import SWAConfig, SWAPhase
+
+# Trainer attributes a plans "nnunet_ext" block may set (nnU-Net's own hyper-parameters).
+TRAINER_OVERRIDABLE = (
+    "num_epochs",
+    "num_iterations_per_epoch",
+    "num_val_iterations_per_epoch",
+    "initial_lr",
+    "weight_decay",
+    "oversample_foreground_percent",
+    "save_every",
+)
+
+# config attribute name -> add-on class; also the dispatch order of hooks.
+ADDONS: dict[str, type[TrainerAddon]] = {"reweight": Reweight, "mean_teacher": MeanTeacher, "swa": SWAPhase}
+
+STUDENT_KEY = "nnunet_ext_student_weights"
+STATE_KEY = "nnunet_ext_state"
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss of ``nnunet_ext.losses`` by registry name, with keyword arguments."""
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in LOSSES:
+            hint = difflib.get_close_matches(self.name, LOSSES, n=1)
+            raise ValueError(
+                f"unknown loss {self.name!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" Known: {sorted(LOSSES)}"
+            )
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer replacing nnU-Net's SGD + poly schedule (sets ``initial_lr`` and ``weight_decay``)."""
+
+    name: Literal["adam"]
+    lr: float
+    weight_decay: float = 0.0
+    schedule: Literal["constant_then_cosine"] = "constant_then_cosine"
+
+    def __post_init__(self) -> None:
+        if self.name != "adam" or self.schedule != "constant_then_cosine":
+            raise ValueError(
+                f"supported: name='adam', schedule='constant_then_cosine'; got {self.name!r}, {self.schedule!r}"
+            )
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+
+
+def _reject_unknown(kind: str, keys, allowed) -> None:
+    for key in keys:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, list(allowed), n=1)
+            raise ValueError(
+                f'unknown key {key!r} in the plans\' "nnunet_ext" {kind}'
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f" Allowed: {sorted(allowed)}"
+            )
+
+
+class ExtTrainerBase(nnUNetTrainer):
+    """nnU-Net trainer with a plugin loss and composable add-ons (mean teacher, re-weighting, SWA)."""
+
+    loss_spec: ClassVar[LossSpec | None] = None
+    optimizer_spec: ClassVar[OptimizerSpec | None] = None
+    mean_teacher: ClassVar[MeanTeacherConfig | None] = None
+    reweight: ClassVar[ReweightConfig | None] = None
+    swa: ClassVar[SWAConfig | None] = None
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature, kept verbatim)
+    ):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.optimizer_spec is not None:
+            self.initial_lr, self.weight_decay = self.optimizer_spec.lr, self.optimizer_spec.weight_decay
+        self.ext_loss_spec, configs = self._ext_resolve_hyperparameters()
+        self.ext_addons: list[TrainerAddon] = [ADDONS[key](cfg) for key, cfg in configs.items() if cfg is not None]
+        self._ext_validation_swap: nn.Module | None = None
+        self._ext_register_log_keys()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # configuration
+    def _ext_resolve_hyperparameters(self) -> tuple[LossSpec | None, dict[str, Any]]:
+        block = dict(self.configuration_manager.configuration.get("nnunet_ext", {}) or {})
+        _reject_unknown("block", block, (*TRAINER_OVERRIDABLE, "loss", *ADDONS))
+        for key in TRAINER_OVERRIDABLE:
+            if key in block:
+                setattr(self, key, type(getattr(self, key))(block[key]))
+        spec = self.loss_spec
+        if "loss" in block:
+            if spec is None:
+                raise ValueError(
+                    f"the plans' \"nnunet_ext\" block sets 'loss' but {self.__class__.__name__} uses nnU-Net's own loss"
+                )
+            spec = LossSpec(spec.name, {**spec.kwargs, **block["loss"]})
+        configs: dict[str, Any] = {}
+        for key in ADDONS:
+            cfg = getattr(self, key)
+            if key in block:
+                if cfg is None:
+                    raise ValueError(
+                        f'the plans\' "nnunet_ext" block configures {key!r}, which {self.__class__.__name__} does not '
+                        "use; remove the entry or pick a trainer with it"
+                    )
+                _reject_unknown(f"{key!r} entry", block[key], [f.name for f in dataclasses.fields(cfg)])
+                cfg = dataclasses.replace(cfg, **block[key])
+            configs[key] = cfg
+        return spec, configs
+
+    def _ext_register_log_keys(self) -> None:
+        # MetaLogger asserts keys are registered; a checkpoint without them gets NaN for the epochs already run so
+        # that nnU-Net's progress plot (truncated to the shortest list) keeps every epoch.
+        logging = self.logger.local_logger.my_fantastic_logging
+        for addon in self.ext_addons:
+            for key in addon.log_keys:
+                values = logging.setdefault(key, [])
+                values.extend([float("nan")] * (self.current_epoch - len(values)))
+
+    def ext_addon(self, kind: type[TrainerAddon]) -> TrainerAddon | None:
+        return next((a for a in self.ext_addons if isinstance(a, kind)), None)
+
+    @property
+    def ext_main_epochs(self) -> int:
+        """Epochs of the main schedule (SWA fine-tuning epochs excluded)."""
+        swa = self.ext_addon(SWAPhase)
+        return self.num_epochs - (swa.extra_epochs if swa is not None else 0)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # network, loss
+    def initialize(self) -> None:
+        if not self.was_initialized:
+            self._ext_check_supported()
+            arch = pydoc.locate(self.configuration_manager.network_arch_class_name)
+            supports_ds = getattr(arch, "supports_deep_supervision", None)
+            if supports_ds is not None and not supports_ds(self.configuration_manager.network_arch_init_kwargs):
+                self.enable_deep_supervision = False
+        super().initialize()
+        for addon in self.ext_addons:
+            addon.setup(self)
+
+    def _ext_check_supported(self) -> None:
+        name = self.__class__.__name__
+        if self.label_manager.has_ignore_label and (self.ext_loss_spec is not None or self.ext_addons):
+            raise NotImplementedError(
+                f"{name} does not support datasets with an ignore label (dataset.json 'ignore'); "
+                "train with nnUNetTrainer or remove the ignore label"
+            )
+        if self.is_cascaded:
+            raise NotImplementedError(f"{name} does not support cascaded configurations; use 3d_fullres or 2d")
+        spec = self.ext_loss_spec
+        if spec is not None and self.label_manager.has_regions and not LOSSES[spec.name].supports_regions:
+            raise NotImplementedError(
+                f"{name}: loss {spec.name!r} is not defined for region datasets (dataset.json labels with lists); "
+                "use a softmax label dataset or a loss that supports regions"
+            )
+        if (
+            spec is not None
+            and not getattr(LOSSES[spec.name], "supports_label_maps", True)
+            and not self.label_manager.has_regions
+        ):
+            raise ValueError(
+                f"{name}: loss {spec.name!r} needs a region dataset, but dataset {self.plans_manager.dataset_name} "
+                f"has plain labels {self.dataset_json['labels']}. Declare regions in dataset.json, e.g. "
+                '"labels": {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": [3]}, '
+                '"regions_class_order": [1, 2, 3] (then re-run nnUNetv2_plan_and_preprocess)'
+            )
+        for addon in self.ext_addons:
+            addon.check(self)
+
+    def build_plugin_loss(self, deep_supervision: bool | None = None, **overrides: Any) -> nn.Module:
+        """The configured plugin loss, sigmoid for region datasets, wrapped for deep supervision when on."""
+        spec = self.ext_loss_spec
+        assert spec is not None, "build_plugin_loss needs a loss_spec"
+        kwargs = {
+            "apply_nonlin": "sigmoid" if self.label_manager.has_regions else "softmax",
+            "batch_dice": self.configuration_manager.batch_dice,
+            **spec.kwargs,
+            **overrides,
+        }
+        loss = build_loss(spec.name, **kwargs)
+        if self.enable_deep_supervision if deep_supervision is None else deep_supervision:
+            loss = wrap_deep_supervision(
+                loss, len(self._get_deep_supervision_scales()), ddp=self.is_ddp and not self._do_i_compile()
+            )
+        return loss
+
+    def _build_loss(self):
+        if self.ext_loss_spec is None:
+            return super()._build_loss()
+        return self.build_plugin_loss()
+
+    def configure_optimizers(self):
+        spec = self.optimizer_spec
+        if spec is None:
+            return super().configure_optimizers()
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = self.initial_lr
+        return optimizer, EpochLR(optimizer, self.initial_lr, self.num_epochs)
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        # nnU-Net re-enables deep supervision unconditionally after validation; networks built without heads stay off.
+        super().set_deep_supervision_enabled(enabled and self.enable_deep_supervision)
+        if self._ext_validation_swap is not None:
+            unwrap(self._ext_validation_swap).decoder.deep_supervision = enabled and self.enable_deep_supervision
+
+    # ---------------------------------------------------------------------------------------------------------
+    # life cycle
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        for addon in self.ext_addons:
+            addon.on_train_start(self)
+
+    def on_train_epoch_start(self) -> None:
+        for addon in self.ext_addons:
+            addon.on_train_epoch_start(self)
+        super().on_train_epoch_start()
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        super().on_train_epoch_end(train_outputs)
+        for addon in self.ext_addons:
+            addon.on_train_epoch_end(self)
+
+    def on_epoch_end(self) -> None:
+        for addon in self.ext_addons:
+            addon.on_epoch_end(self)
+        if self.local_rank == 0:
+            self._ext_plot_progress()
+        super().on_epoch_end()
+
+    def _ext_plot_progress(self) -> None:
+        """Companion to nnU-Net's progress.png: one panel per add-on log key (``progress_nnunet_ext.png``)."""
+        keys = [k for a in self.ext_addons for k in a.log_keys]
+        if not keys:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        logged = self.logger.local_logger.my_fantastic_logging
+        fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys)), sharex=True, squeeze=False)
+        for ax, key in zip(axes[:, 0], keys):
+            values = logged.get(key, [])
+            ax.plot(range(len(values)), values, marker=".")
+            ax.set_ylabel(key.removeprefix("ext_"), fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("epoch")
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.output_folder, "progress_nnunet_ext.png"))
+        plt.close(fig)
+
+    def on_train_end(self) -> None:
+        for addon in self.ext_addons:
+            addon.on_train_end(self)
+        super().on_train_end()
+
+    def _ext_exported_module(self) -> nn.Module | None:
+        modules = [m for m in (a.exported_module() for a in self.ext_addons) if m is not None]
+        # SWA comes last in ADDONS: with a teacher and an SWA average, the SWA average is the export.
+        return modules[-1] if modules else None
+
+    # Validation (per-epoch pseudo Dice and the final validation) runs on the exported model [D].
+    def _ext_swap_in_export(self) -> None:
+        exported = self._ext_exported_module()
+        if exported is not None and self._ext_validation_swap is None:
+            self._ext_validation_swap, self.network = self.network, exported
+
+    def _ext_swap_back(self) -> None:
+        if self._ext_validation_swap is not None:
+            self.network, self._ext_validation_swap = self._ext_validation_swap, None
+
+    def on_validation_epoch_start(self) -> None:
+        self._ext_swap_in_export()
+        super().on_validation_epoch_start()
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        try:
+            super().on_validation_epoch_end(val_outputs)
+        finally:
+            self._ext_swap_back()
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        self._ext_swap_in_export()
+        try:
+            super().perform_actual_validation(save_probabilities)
+        finally:
+            self._ext_swap_back()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # training step: the one unavoidable copy of nnU-Net's train_step (no after-step hook upstream); guarded by the
+    # drift canary in nnunet_ext._nnunet.
+    def train_step(self, batch: dict) -> dict:
+        data = batch["data"]
+        target = batch["target"]
+        data = data.to(self.device, non_blocking=True)
+        if isinstance(target, list):
+            target = [i.to(self.device, non_blocking=True) for i in target]
+        else:
+            target = target.to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            student_in = data
+            for addon in self.ext_addons:
+                student_in = addon.student_input(self, student_in)
+            output = self.network(student_in)
+            seg_losses = [
+                s for s in (a.segmentation_loss(self, output, target) for a in self.ext_addons) if s is not None
+            ]
+            assert len(seg_losses) <= 1, "at most one add-on may replace the segmentation loss"
+            seg_loss = seg_losses[0] if seg_losses else self.loss(output, target)
+            total = seg_loss
+            for addon in self.ext_addons:
+                extra = addon.extra_loss(self, data, output, target, seg_loss)
+                if extra is not None:
+                    total = total + extra
+
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(total).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        for addon in self.ext_addons:
+            addon.after_optimizer_step(self, seg_loss.detach())
+        return {"loss": total.detach().cpu().numpy()}
+
+    # ---------------------------------------------------------------------------------------------------------
+    # checkpoints [D]: exported weights under network_weights, student and add-on state under extra keys.
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing or not self.ext_addons:
+            return
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        exported = self._ext_exported_module()
+        if exported is not None:
+            checkpoint[STUDENT_KEY] = checkpoint["network_weights"]
+            checkpoint["network_weights"] = unwrap(exported).state_dict()
+        states = {}
+        for addon in self.ext_addons:
+            states[addon.config_key] = state = addon.state_dict()
+            averaged = addon.exported_module()
+            if averaged is not None and averaged is not exported:  # e.g. the teacher while SWA is the export
+                state["averaged_weights"] = unwrap(averaged).state_dict()
+        checkpoint[STATE_KEY] = states
+        torch.save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: str) -> None:
+        if not isinstance(filename_or_checkpoint, str):
+            # nnU-Net 2.8.1 raises UnboundLocalError for dicts; fail with a message instead.
+            raise TypeError(f"load_checkpoint takes a checkpoint path, got {type(filename_or_checkpoint).__name__}")
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        exported_weights = checkpoint["network_weights"]
+        if STUDENT_KEY in checkpoint:
+            unwrap(self.network).load_state_dict(checkpoint[STUDENT_KEY])
+        states = checkpoint.get(STATE_KEY, {})
+        for addon in self.ext_addons:
+            state = states.get(addon.config_key)
+            weights = state.get("averaged_weights", exported_weights) if state else exported_weights
+            addon.load_state_dict(state, self, weights)
+        self._ext_register_log_keys()  # the logger's dict was replaced by the checkpoint's
+
+    # ---------------------------------------------------------------------------------------------------------
+    def ext_log(self, key: str, value: float) -> None:
+        """Log one value for the current epoch under a registered add-on key."""
+        self.logger.log(key, float(value) if value is not None else float(np.nan), self.current_epoch)

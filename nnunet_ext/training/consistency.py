@@ -1,0 +1,245 @@
+"""Adaptive self-ensembling: EMA teacher with an adaptive teacher gate (AdaT) and adaptive student weight (AdaS).
+
+G. Wang et al., "A Noise-Robust Framework for Automatic Segmentation of COVID-19 Pneumonia Lesions from CT Images",
+IEEE TMI 2020, doi:10.1109/TMI.2020.3000314, Sec. II-C; defaults and decisions: METHODS.md §3.
+
+Per training step (student S, teacher T = EMA of S, batch x, y):
+
+.. math::
+    L = L_{seg}(S(x + n_S), y) + \\lambda \\cdot \\tfrac{1}{N}\\sum |\\sigma(S(x + n_S)) - \\sigma(T(x + n_T))|,
+    \\quad n \\sim \\mathrm{clamp}(\\mathcal{N}(0, 0.1^2), -0.2, 0.2)
+
+- AdaS: lambda = 0.1 if L_T < L_S (teacher better on the batch) else 0.01; without AdaS lambda = 0.1.
+- AdaT: after the optimizer step, no teacher update if L_S >= 90th percentile of the previous 100 student losses.
+- EMA decay min(1 - 1/(t+1), alpha'), alpha' 0.99 for the first 10 % of the epochs, then 0.999; buffers averaged.
+
+Under DDP the losses entering both decisions are all-reduced, so every rank takes the same gate decision and the
+teachers stay identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from nnunet_ext._nnunet import unwrap
+from nnunet_ext.training.addon import TrainerAddon
+from nnunet_ext.training.schedules import PercentileGate, adaptive_consistency_weight, ema_decay, sigmoid_rampup
+from nnunet_ext.training.weight_average import ema_update_, make_ema
+
+if TYPE_CHECKING:
+    from nnunet_ext.training.base import ExtTrainerBase
+
+
+@dataclass(frozen=True)
+class MeanTeacherConfig:
+    """Hyper-parameters of the (adaptive) mean teacher; defaults follow METHODS.md §3.1.
+
+    Attributes:
+        adaptive_teacher: AdaT gate on the teacher update.
+        adaptive_student: AdaS switch of the consistency weight.
+        ema_early: alpha' during the first ``ema_switch_fraction`` of the main epochs.
+        ema_late: alpha' afterwards.
+        ema_switch_fraction: fraction of the main epochs after which ``ema_late`` applies.
+        gate_window: K, number of previous student losses the AdaT threshold is computed from.
+        gate_percentile: percentile of those losses that defines beta.
+        consistency_high: lambda' (teacher better, or always without AdaS).
+        consistency_low: lambda'' (student better, AdaS only).
+        adas_rule: "prose" (lambda' when L_T < L_S, default) or "eq7" (the comparison as printed in Eq. 7).
+        rampup_steps: length of the optional sigmoid ramp-up of lambda in optimizer steps; 0 disables it.
+        input_noise_std: standard deviation of the Gaussian noise added to student and teacher inputs.
+        input_noise_clip: the noise is clamped to [-clip, clip].
+    """
+
+    adaptive_teacher: bool = True
+    adaptive_student: bool = True
+    ema_early: float = 0.99
+    ema_late: float = 0.999
+    ema_switch_fraction: float = 0.1
+    gate_window: int = 100
+    gate_percentile: float = 90.0
+    consistency_high: float = 0.1
+    consistency_low: float = 0.01
+    adas_rule: Literal["prose", "eq7"] = "prose"
+    rampup_steps: int = 0
+    input_noise_std: float = 0.1
+    input_noise_clip: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("ema_early", "ema_late", "ema_switch_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.gate_window < 1 or not 0 < self.gate_percentile <= 100:
+            raise ValueError(
+                f"gate_window >= 1 and gate_percentile in (0, 100] required, got "
+                f"{self.gate_window}, {self.gate_percentile}"
+            )
+        if self.consistency_high < 0 or self.consistency_low < 0:
+            raise ValueError(f"consistency weights must be >= 0, got {self.consistency_high}, {self.consistency_low}")
+        if self.adas_rule not in ("prose", "eq7"):
+            raise ValueError(f"adas_rule must be 'prose' or 'eq7', got {self.adas_rule!r}")
+        if self.input_noise_std < 0 or self.input_noise_clip < 0 or self.rampup_steps < 0:
+            raise ValueError("input_noise_std, input_noise_clip and rampup_steps must be >= 0")
+
+
+def clamped_noise(like: torch.Tensor, std: float, clip: float) -> torch.Tensor:
+    """``clamp(N(0, std^2), -clip, clip)`` shaped like ``like``."""
+    if std == 0:
+        return torch.zeros_like(like)
+    return (torch.randn_like(like) * std).clamp_(-clip, clip)
+
+
+def global_mean(value: torch.Tensor | float) -> float:
+    """Mean of a scalar over DDP ranks (the value itself without DDP)."""
+    if dist.is_available() and dist.is_initialized():
+        t = torch.as_tensor(value, dtype=torch.float64).detach().clone()
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return float(t) / dist.get_world_size()
+    return float(value)
+
+
+def full_resolution(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
+def mae_consistency(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regions: bool) -> torch.Tensor:
+    """Mean absolute difference of probabilities (softmax over channels, sigmoid for regions), in float32."""
+    act = torch.sigmoid if regions else (lambda x: torch.softmax(x, 1))
+    return (act(student_logits.float()) - act(teacher_logits.float()).detach()).abs().mean()
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+class MeanTeacher(TrainerAddon):
+    """EMA teacher with optional AdaT gate and AdaS weight; the teacher is the exported model."""
+
+    config_key: ClassVar[str] = "mean_teacher"
+    log_keys: ClassVar[tuple[str, ...]] = (
+        "ext_teacher_update_fraction",
+        "ext_mean_lambda",
+        "ext_student_seg_loss",
+        "ext_teacher_seg_loss",
+        "ext_consistency_loss",
+    )
+
+    def __init__(self, config: MeanTeacherConfig) -> None:
+        super().__init__(config)
+        self.teacher: nn.Module | None = None
+        self.gate = PercentileGate(config.gate_window, config.gate_percentile)
+        self.step = 0
+        self._pending: tuple[float, float] | None = None
+        self._epoch_stats: dict[str, list[float]] = self._empty_stats()
+
+    @staticmethod
+    def _empty_stats() -> dict[str, list[float]]:
+        return {"update": [], "lambda": [], "student": [], "teacher": [], "consistency": []}
+
+    # decisions (pure given the reduced losses; exercised under gloo DDP in tests)
+    def consistency_weight(self, student_loss: float, teacher_loss: float) -> float:
+        cfg = self.config
+        if cfg.adaptive_student:
+            lam = adaptive_consistency_weight(
+                student_loss, teacher_loss, cfg.consistency_high, cfg.consistency_low, cfg.adas_rule
+            )
+        else:
+            lam = cfg.consistency_high
+        if cfg.rampup_steps:
+            lam *= sigmoid_rampup(self.step, cfg.rampup_steps)
+        return lam
+
+    def teacher_update_decay(self, student_loss: float, epoch: int, main_epochs: int) -> float | None:
+        """Decay of this step's teacher update, or None when AdaT skips it; records the loss in the history.
+
+        The gate is evaluated before the warm-up ``min`` (METHODS §3.2), so a skip stays a skip.
+        """
+        if self.config.adaptive_teacher:
+            allowed = self.gate.allows_update(student_loss)
+        else:
+            allowed = True
+            self.gate.history.append(student_loss)
+        if not allowed:
+            return None
+        cfg = self.config
+        return ema_decay(self.step, epoch, main_epochs, cfg.ema_early, cfg.ema_late, cfg.ema_switch_fraction)
+
+    # hooks
+    def setup(self, trainer: ExtTrainerBase) -> None:
+        self.teacher = make_ema(unwrap(trainer.network)).to(trainer.device)
+
+    def on_train_start(self, trainer: ExtTrainerBase) -> None:
+        if self.step == 0:  # fresh start: the teacher copies the student as it is now (e.g. pretrained weights)
+            self.teacher.module.load_state_dict(unwrap(trainer.network).state_dict())
+        self.teacher.eval()
+
+    def student_input(self, trainer: ExtTrainerBase, data: torch.Tensor) -> torch.Tensor:
+        return data + clamped_noise(data, self.config.input_noise_std, self.config.input_noise_clip)
+
+    def extra_loss(self, trainer, data, output, target, seg_loss):
+        teacher_in = data + clamped_noise(data, self.config.input_noise_std, self.config.input_noise_clip)
+        with torch.no_grad():
+            teacher_out = self.teacher.module(teacher_in)
+            teacher_loss = trainer.loss(teacher_out, target)
+        consistency = mae_consistency(
+            full_resolution(output), full_resolution(teacher_out), trainer.label_manager.has_regions
+        )
+        l_s, l_t = global_mean(seg_loss.detach()), global_mean(teacher_loss)
+        lam = self.consistency_weight(l_s, l_t)
+        self._pending = (l_s, lam)
+        stats = self._epoch_stats
+        stats["lambda"].append(lam)
+        stats["student"].append(l_s)
+        stats["teacher"].append(l_t)
+        stats["consistency"].append(float(consistency.detach()))
+        return lam * consistency
+
+    def after_optimizer_step(self, trainer: ExtTrainerBase, seg_loss: torch.Tensor) -> None:
+        assert self._pending is not None, "extra_loss must run before after_optimizer_step"
+        student_loss, _ = self._pending
+        self._pending = None
+        decay = self.teacher_update_decay(student_loss, trainer.current_epoch, trainer.ext_main_epochs)
+        if decay is not None:
+            ema_update_(self.teacher, unwrap(trainer.network), decay)
+        self._epoch_stats["update"].append(float(decay is not None))
+        self.step += 1
+
+    def on_train_epoch_end(self, trainer: ExtTrainerBase) -> None:
+        s = self._epoch_stats
+        trainer.ext_log("ext_teacher_update_fraction", _mean(s["update"]))
+        trainer.ext_log("ext_mean_lambda", _mean(s["lambda"]))
+        trainer.ext_log("ext_student_seg_loss", _mean(s["student"]))
+        trainer.ext_log("ext_teacher_seg_loss", _mean(s["teacher"]))
+        trainer.ext_log("ext_consistency_loss", _mean(s["consistency"]))
+        trainer.print_to_log_file(
+            f"mean teacher: update fraction {_mean(s['update']):.3f}, mean lambda {_mean(s['lambda']):.4f}, "
+            f"L_S {_mean(s['student']):.4f}, L_T {_mean(s['teacher']):.4f}, L_C {_mean(s['consistency']):.4f}"
+        )
+        self._epoch_stats = self._empty_stats()
+
+    def exported_module(self) -> nn.Module | None:
+        return self.teacher.module if self.teacher is not None else None
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "gate": self.gate.state_dict(),
+            "n_averaged": int(self.teacher.n_averaged),
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def load_state_dict(self, state, trainer, exported_weights) -> None:
+        self.teacher.module.load_state_dict(exported_weights)
+        if state is None:  # checkpoint of a trainer without a teacher: start the teacher from its weights
+            self.step = 0
+            return
+        self.step = int(state["step"])
+        self.gate.load_state_dict(state["gate"])
+        self.teacher.n_averaged.fill_(int(state["n_averaged"]))

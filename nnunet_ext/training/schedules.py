@@ -1,0 +1,139 @@
+"""Pure schedule pieces of adaptive self-ensembling (COPLE paper, doi:10.1109/TMI.2020.3000314, Sec. II-C).
+
+Nothing here touches a network: each function maps counters and losses to a number or a decision, so every rule is
+pinned by closed-form tests without nnU-Net.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from typing import Literal
+
+import numpy as np
+
+
+def ema_decay(
+    step: int, epoch: int, num_epochs: int, early: float = 0.99, late: float = 0.999, switch_fraction: float = 0.1
+) -> float:
+    """EMA decay with warm-up: ``min(1 - 1/(t+1), alpha')``.
+
+    .. math:: \\alpha_t = \\min\\left(1 - \\frac{1}{t+1}, \\alpha'\\right),\\quad
+              \\alpha' = 0.99 \\text{ if } e < 0.1\\,E \\text{ else } 0.999
+
+    Args:
+        step: optimizer-step counter t, 0-based, across epochs (t = 0 gives 0: the teacher becomes a copy).
+        epoch: current epoch e of the main schedule.
+        num_epochs: number of epochs E of the main schedule.
+        early: alpha' during the first ``switch_fraction`` of the epochs.
+        late: alpha' afterwards.
+        switch_fraction: fraction of the epochs after which ``late`` applies.
+
+    Identities pinned by tests: t = 0 → 0; t = 1 → 0.5; large t → alpha'; switch exactly at e = 0.1 E.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    target = early if epoch < switch_fraction * num_epochs else late
+    return min(1.0 - 1.0 / (step + 1), target)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """Mean-teacher consistency ramp ``exp(-5 (1 - t/L)^2)`` (Tarvainen & Valpola 2017); 1 once ``t >= L``."""
+    if length <= 0:
+        return 1.0
+    phase = 1.0 - min(max(step, 0), length) / length
+    return float(math.exp(-5.0 * phase * phase))
+
+
+class PercentileGate:
+    """Outlier gate: a loss at or above the ``q``-th percentile of the previous ``window`` values is an outlier.
+
+    Used by AdaT (no teacher update for outlier student losses) and by the data re-weighting baseline. The current
+    value joins the history only after the decision; before ``window`` values are collected nothing is gated.
+    The percentile is numpy's default (linear interpolation).
+
+    Identities pinned by tests: no gating before ``window`` values; the current value is excluded from its own
+    threshold; the history keeps exactly the last ``window`` values.
+    """
+
+    def __init__(self, window: int = 100, q: float = 90.0) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        if not 0.0 < q <= 100.0:
+            raise ValueError(f"q must be in (0, 100], got {q}")
+        self.window = window
+        self.q = q
+        self.history: deque[float] = deque(maxlen=window)
+
+    @property
+    def warmed_up(self) -> bool:
+        return len(self.history) == self.window
+
+    def threshold(self) -> float:
+        """Current threshold beta; ``inf`` while the history is not full."""
+        return float(np.percentile(np.asarray(self.history), self.q)) if self.warmed_up else math.inf
+
+    def allows(self, value: float) -> bool:
+        """True when ``value`` is below the threshold of the previous values (no state change)."""
+        return value < self.threshold()
+
+    def allows_update(self, value: float) -> bool:
+        """Decide for ``value``, then append it to the history."""
+        allowed = self.allows(value)
+        self.history.append(float(value))
+        return allowed
+
+    def extend(self, values: Iterable[float]) -> None:
+        self.history.extend(float(v) for v in values)
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.history), "window": self.window, "q": self.q}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["window"] != self.window:
+            raise ValueError(f"gate window in checkpoint ({state['window']}) differs from this run ({self.window})")
+        self.q = float(state["q"])
+        self.history = deque((float(v) for v in state["history"]), maxlen=self.window)
+
+
+def adaptive_consistency_weight(
+    student_loss: float,
+    teacher_loss: float,
+    high: float = 0.1,
+    low: float = 0.01,
+    rule: Literal["prose", "eq7"] = "prose",
+) -> float:
+    """AdaS consistency weight lambda.
+
+    ``rule="prose"`` (default, [D]): ``high`` when the teacher is better on the batch (L_T < L_S), else ``low``.
+    ``rule="eq7"``: the comparison as printed in the paper's Eq. 7 (``high`` when L_T > L_S), for ablations.
+
+    Identities pinned by tests: ties give ``low`` under both rules.
+    """
+    if rule == "prose":
+        return high if teacher_loss < student_loss else low
+    if rule == "eq7":
+        return high if teacher_loss > student_loss else low
+    raise ValueError(f"rule must be 'prose' or 'eq7', got {rule!r}")
+
+
+def constant_then_cosine(base_lr: float, epoch: int, num_epochs: int, constant_fraction: float = 0.5) -> float:
+    """Constant ``base_lr`` for the first half of the epochs, then cosine annealing towards 0 (open_brats2020)."""
+    start = int(constant_fraction * num_epochs)
+    if epoch < start:
+        return base_lr
+    span = max(num_epochs - start, 1)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch - start, span) / span))
+
+
+class EpochLR:
+    """Scheduler with nnU-Net's interface (``step(current_epoch)``) for a pure ``f(base_lr, epoch, num_epochs)``."""
+
+    def __init__(self, optimizer, base_lr: float, num_epochs: int, fn=constant_then_cosine) -> None:
+        self.optimizer, self.base_lr, self.num_epochs, self.fn = optimizer, base_lr, num_epochs, fn
+
+    def step(self, current_epoch: int) -> None:
+        lr = self.fn(self.base_lr, current_epoch, self.num_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr

@@ -1,0 +1,211 @@
+"""Named trainers: declarations only, found by nnU-Net, no collisions, CPU step and checkpoint round trip."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nnunet_ext
+from nnunet_ext.trainers import nnunet_ext_trainers as declared
+from nnunet_ext.training.base import STATE_KEY, STUDENT_KEY, ExtTrainerBase
+
+EXPECTED = {
+    # issue 2: one trainer per loss
+    "NRDiceTrainer",
+    "CETrainer",
+    "FocalCETrainer",
+    "FocalCE05Trainer",
+    "MAETrainer",
+    "GCETrainer",
+    "DiceTrainer",
+    "SorensenDiceTrainer",
+    "FocalDiceTrainer",
+    "CEDiceTrainer",
+    "MAEDiceTrainer",
+    # issue 3: self-ensembling ablation and re-weighting
+    "DiceMTTrainer",
+    "DiceMTAdaTTrainer",
+    "DiceMTAdaSTrainer",
+    "DiceAdaptiveMTTrainer",
+    "NRDiceMTTrainer",
+    "NRDiceAdaptiveMTTrainer",
+    "DiceReweightTrainer",
+    # issue 5: BraTS
+    "RegionDiceTrainer",
+    "RegionDiceAdamTrainer",
+    "RegionDiceSWATrainer",
+    "NRDiceSWATrainer",
+    "NRDiceAdaptiveMTSWATrainer",
+}
+DECLARATION_KEYS = {"loss_spec", "optimizer_spec", "mean_teacher", "reweight", "swa"}
+PLUGIN_ATTRIBUTES = DECLARATION_KEYS | {"ext_addons", "ext_loss_spec", "_ext_validation_swap"}
+
+
+def _named_trainers() -> dict[str, type]:
+    return {
+        n: c
+        for n, c in vars(declared).items()
+        if isinstance(c, type) and issubclass(c, ExtTrainerBase) and c is not ExtTrainerBase
+    }
+
+
+def _nnunet_trainer_sources() -> list[Path]:
+    import nnunetv2
+
+    return sorted((Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer").rglob("*.py"))
+
+
+def test_exact_trainer_names():
+    assert set(_named_trainers()) == EXPECTED
+
+
+def test_trainers_are_declarations_only():
+    for name, cls in _named_trainers().items():
+        own = {k for k in vars(cls) if not (k.startswith("__") and k.endswith("__"))}
+        assert own <= DECLARATION_KEYS, f"{name} defines {own - DECLARATION_KEYS}"
+        assert "__init__" not in vars(cls)
+        assert "__" not in name
+
+
+def test_no_name_collides_with_nnunet_trainers():
+    nnunet_classes = set()
+    for path in _nnunet_trainer_sources():
+        tree = ast.parse(path.read_text())
+        nnunet_classes |= {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    assert "nnUNetTrainer" in nnunet_classes  # the scan works
+    assert not (EXPECTED & nnunet_classes)
+
+
+def test_upstream_never_assigns_plugin_attributes():
+    import nnunetv2
+
+    assigned = set()
+    for path in Path(nnunetv2.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                if isinstance(node.value, ast.Name) and node.value.id == "self":
+                    assigned.add(node.attr)
+    assert "loss" in assigned  # the scan works
+    assert not (PLUGIN_ATTRIBUTES & assigned)
+
+
+def test_found_by_nnunet_lookup(monkeypatch):
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    monkeypatch.setenv("nnUNet_extTrainer", nnunet_ext.trainer_folder())
+    cls = recursive_find_trainer_class_by_name("NRDiceAdaptiveMTTrainer")
+    assert cls is not None and cls.__name__ == "NRDiceAdaptiveMTTrainer"
+    assert cls.mean_teacher.adaptive_teacher and cls.mean_teacher.adaptive_student
+
+
+# --- trainers on a real preprocessed dataset ---------------------------------------------------------------------
+
+
+def make_trainer(dataset, name: str, **block):
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    pre = Path(nnUNet_preprocessed) / dataset.name
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    if block:
+        plans["configurations"]["2d"]["nnunet_ext"] = block
+    plans["continue_training"] = False
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    cls = _named_trainers()[name]
+    trainer = cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json, device=torch.device("cpu"))
+    trainer.initialize()
+    return trainer
+
+
+def random_batch(trainer, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    patch = trainer.configuration_manager.patch_size
+    data = torch.randn(2, 1, *patch, generator=g)
+    seg = (torch.rand(2, 1, *patch, generator=g) > 0.7).float()
+    if not trainer.enable_deep_supervision:
+        return {"data": data, "target": seg}
+    targets = []
+    for scale in trainer._get_deep_supervision_scales():
+        size = [round(p * s) for p, s in zip(patch, scale)]
+        targets.append(torch.nn.functional.interpolate(seg, size=size, mode="nearest-exact"))
+    return {"data": data, "target": targets}
+
+
+LABEL_TRAINERS = sorted(EXPECTED - {"RegionDiceTrainer", "RegionDiceAdamTrainer", "RegionDiceSWATrainer"})
+
+
+@pytest.mark.parametrize("name", LABEL_TRAINERS)
+def test_cpu_train_step_changes_weights(tiny_lesion_2d, name):
+    trainer = make_trainer(tiny_lesion_2d, name)
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    out = trainer.train_step(random_batch(trainer))
+    assert np.isfinite(out["loss"]).all()
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.network.parameters()))
+
+
+def test_region_loss_trainer_refuses_label_dataset(tiny_lesion_2d):
+    with pytest.raises(ValueError, match="regions_class_order"):
+        make_trainer(tiny_lesion_2d, "RegionDiceTrainer")
+
+
+def test_plans_block_overrides_and_rejects_unknown_keys(tiny_lesion_2d):
+    trainer = make_trainer(
+        tiny_lesion_2d,
+        "NRDiceAdaptiveMTTrainer",
+        num_epochs=7,
+        loss={"gamma": 2.0},
+        mean_teacher={"consistency_high": 0.2},
+    )
+    assert trainer.num_epochs == 7
+    assert trainer.ext_loss_spec.kwargs["gamma"] == 2.0
+    assert trainer.ext_addons[0].config.consistency_high == 0.2
+    with pytest.raises(ValueError, match="did you mean 'consistency_high'"):
+        make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", mean_teacher={"consistency_hgh": 0.2})
+    with pytest.raises(ValueError, match="did you mean 'num_epochs'"):
+        make_trainer(tiny_lesion_2d, "NRDiceTrainer", num_epoch=3)
+    with pytest.raises(ValueError, match="does not use"):
+        make_trainer(tiny_lesion_2d, "NRDiceTrainer", mean_teacher={"consistency_high": 0.2})
+
+
+def test_mean_teacher_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
+    trainer = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", mean_teacher={"gate_window": 2})
+    mt = trainer.ext_addons[0]
+    for i in range(4):
+        trainer.train_step(random_batch(trainer, seed=i))
+    teacher = {k: v.clone() for k, v in mt.teacher.module.state_dict().items()}
+    student = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    assert any(not torch.equal(teacher[k], student[k]) for k in teacher)  # teacher is not the student
+    path = str(tmp_path / "ckpt.pth")
+    trainer.save_checkpoint(path)
+
+    saved = torch.load(path, weights_only=False)
+    for k in teacher:  # the exported network_weights are the teacher, the student sits under its own key
+        assert torch.equal(saved["network_weights"][k], teacher[k])
+        assert torch.equal(saved[STUDENT_KEY][k], student[k])
+    assert saved[STATE_KEY]["mean_teacher"]["step"] == 4
+
+    fresh = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", mean_teacher={"gate_window": 2})
+    fresh.load_checkpoint(path)
+    fmt = fresh.ext_addons[0]
+    for k in teacher:
+        assert torch.equal(fmt.teacher.module.state_dict()[k], teacher[k])
+        assert torch.equal(fresh.network.state_dict()[k], student[k])
+    assert fmt.step == mt.step == 4
+    assert list(fmt.gate.history) == list(mt.gate.history)
+    assert int(fmt.teacher.n_averaged) == int(mt.teacher.n_averaged)
+    opt_a, opt_b = trainer.optimizer.state_dict(), fresh.optimizer.state_dict()
+    for key, state in opt_a["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][key][name]))
+    # the next step is identical in both (same batch, same noise seed)
+    torch.manual_seed(123)
+    a = trainer.train_step(random_batch(trainer, seed=9))["loss"]
+    torch.manual_seed(123)
+    b = fresh.train_step(random_batch(fresh, seed=9))["loss"]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    for (k, v1), v2 in zip(mt.teacher.module.state_dict().items(), fmt.teacher.module.state_dict().values()):
+        torch.testing.assert_close(v1, v2, msg=k)
