@@ -143,7 +143,7 @@ class DiceReweightTrainer(DiceTrainer):
 class RegionDiceTrainer(ExtTrainerBase):
     """BraTS region Dice 1 - (2 sum SR + 1)/(sum S^2 + sum R^2 + 1), batch-pooled, mean over regions."""
 
-    loss_spec = LossSpec("region_dice")
+    loss_spec = LossSpec("region_dice", {"batch_dice": True})  # batch-pooled as in open_brats, whatever the plans say
 
 
 class RegionDiceAdamTrainer(RegionDiceTrainer):
