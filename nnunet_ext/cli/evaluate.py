@@ -1,0 +1,79 @@
+"""``nnunet-ext evaluate``: Dice, HD95, ASSD, RVE, sensitivity, specificity of predictions against references, in mm.
+
+Thin wrapper over :func:`nnunet_ext.evaluation.evaluate.evaluate_folders`; writes ``metrics.csv`` and
+``summary.json`` (nnU-Net's schema plus the new metrics and lesion-size groups) and prints the means. Use the
+**clean** labels as references (``labelsTr_clean`` of a simulated noisy dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from nnunet_ext.evaluation.lesions import DEFAULT_SIZE_EDGES_CC
+
+TABLE_METRICS: tuple[str, ...] = ("Dice", "HD95_mm", "ASSD_mm", "RVE", "Sensitivity", "Specificity")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-ref", required=True, help="folder of reference label maps (use the clean labels)")
+    parser.add_argument("-pred", required=True, help="folder of predicted label maps")
+    parser.add_argument(
+        "-djfile", default=None, help="dataset.json: labels/regions and file ending (default: labels found, .nii.gz)"
+    )
+    parser.add_argument(
+        "--brats-empty",
+        action="store_true",
+        help="HD95/ASSD = 373.12866 mm instead of NaN when exactly one mask is empty (BraTS convention)",
+    )
+    parser.add_argument("-o", dest="output_dir", default=None, help="output folder (default: the -pred folder)")
+    parser.add_argument(
+        "--size-edges",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_SIZE_EDGES_CC),
+        metavar="CC",
+        help="lesion-size group edges in cc; groups are [0, e1), [e1, e2), ... (default: 50 200)",
+    )
+    parser.add_argument("--file-ending", default=None, help="overrides dataset.json's file_ending (e.g. .png)")
+    parser.add_argument(
+        "-np", dest="num_processes", type=int, default=None, help="worker processes (default: $nnUNet_def_n_proc or 8)"
+    )
+    parser.add_argument("--chill", action="store_true", help="allow references without a prediction")
+
+
+def format_means(summary: dict[str, Any]) -> str:
+    """A small table: one row per label/region and the foreground mean, columns :data:`TABLE_METRICS`."""
+
+    def fmt(v: float) -> str:
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+
+    rows = [(k, summary["mean"][k]) for k in summary["mean"]] + [("foreground", summary["foreground_mean"])]
+    width = max(len("label/region"), *(len(k) for k, _ in rows))
+    lines = ["  ".join(["label/region".ljust(width), *(m.rjust(11) for m in TABLE_METRICS)])]
+    for key, means in rows:
+        lines.append("  ".join([key.ljust(width), *(fmt(means[m]).rjust(11) for m in TABLE_METRICS)]))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunet_ext.evaluation.evaluate import evaluate_folders
+
+    summary = evaluate_folders(
+        args.ref,
+        args.pred,
+        dataset_json=args.djfile,
+        brats_empty=args.brats_empty,
+        size_edges_cc=args.size_edges,
+        num_processes=args.num_processes,
+        output_dir=args.output_dir,
+        file_ending=args.file_ending,
+        chill=args.chill,
+    )
+    n_cases = len(summary["metric_per_case"])
+    out = args.output_dir if args.output_dir is not None else args.pred
+    print(f"{n_cases} cases; means (NaN ignored, counts in summary.json 'nan_count'):")
+    print(format_means(summary))
+    print(f"wrote {out}/metrics.csv and {out}/summary.json")
+    return 0

@@ -1,0 +1,75 @@
+"""``nnunet-ext simulate-noise``: a copy of a raw dataset with simulated noisy training labels.
+
+Reads ``$nnUNet_raw/<source>`` and writes ``$nnUNet_raw/Dataset<out-id>_<out-name>`` (noisy ``labelsTr``, clean
+``labelsTr_clean``, linked images, ``noise_manifest.json``). Thin wrapper over
+:func:`nnunet_ext.noise.simulate.simulate_noisy_dataset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from nnunet_ext.noise.levels import LEVELS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", dest="dataset", required=True, help="source dataset name or id (in $nnUNet_raw)")
+    parser.add_argument("--out-id", type=int, required=True, help="id of the new dataset (must not be in use)")
+    parser.add_argument(
+        "--out-name",
+        default=None,
+        help="name of the new dataset (default: <source name>Noisy<Level>, e.g. SynthCTNoisyModerate)",
+    )
+    parser.add_argument("--level", choices=tuple(LEVELS), required=True, help="target mean Dice 0.9 / 0.8 / 0.7")
+    parser.add_argument("--seed", type=int, required=True, help="seed of all randomness (recorded in the manifest)")
+    parser.add_argument("--dry-run", action="store_true", help="compute and report the Dice, write nothing")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing target dataset")
+    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default: 1)")
+
+
+def _raw_root() -> Path:
+    raw = os.environ.get("nnUNet_raw")
+    if not raw:
+        raise RuntimeError("nnUNet_raw is not set; export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's docs).")
+    return Path(raw)
+
+
+def target_name(source_name: str, out_id: int, out_name: str | None, level: str) -> str:
+    """``Dataset{out_id:03d}_{name}``; the default name is the source's plus ``Noisy<Level>``."""
+    if not 0 <= out_id <= 999:
+        raise ValueError(f"--out-id must be in 0..999 (nnU-Net uses three digits), got {out_id}.")
+    if out_name is None:
+        base = source_name.split("_", 1)[1] if source_name.startswith("Dataset") and "_" in source_name else source_name
+        out_name = f"{base}Noisy{level.capitalize()}"
+    return f"Dataset{out_id:03d}_{out_name}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
+
+    from nnunet_ext.noise.simulate import simulate_noisy_dataset
+
+    raw = _raw_root()
+    source = maybe_convert_to_dataset_name(args.dataset)
+    target = target_name(source, args.out_id, args.out_name, args.level)
+    taken = [str(c) for c in find_candidate_datasets(args.out_id) if str(c) != target]
+    if taken:
+        raise ValueError(f"dataset id {args.out_id} is already used by {taken}; choose another --out-id.")
+    if source == target:
+        raise ValueError(f"target {target} equals the source; choose another --out-id.")
+    manifest = simulate_noisy_dataset(
+        raw / source,
+        raw / target,
+        args.level,
+        args.seed,
+        overwrite=args.overwrite,
+        dry_run=args.dry_run,
+        num_processes=args.num_processes,
+    )
+    per_key = ", ".join(f"{k}: {v:.4f}" for k, v in manifest["mean_dice_per_label_or_region"].items())
+    action = "would write" if args.dry_run else "wrote"
+    print(f"{action} {raw / target} ({manifest['n_cases']} cases, level {args.level}, seed {args.seed})")
+    print(f"mean noisy-vs-clean Dice: {manifest['mean_dice']:.4f} (per label/region: {per_key})")
+    return 0

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_ext.cli.main import main
+
+
+def _write(arr, path):
+    img = sitk.GetImageFromArray(arr.astype(np.uint8))
+    img.SetSpacing((0.8, 0.8, 2.5))
+    sitk.WriteImage(img, str(path))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    for i in range(2):
+        ref = np.zeros((6, 20, 20), dtype=np.uint8)
+        ref[1:5, 4:14, 4:14] = 1
+        pred = np.roll(ref, i + 1, axis=2)
+        _write(ref, ref_dir / f"c{i}.nii.gz")
+        _write(pred, pred_dir / f"c{i}.nii.gz")
+    return ref_dir, pred_dir
+
+
+def test_evaluate_cli(folders, tmp_path, capsys):
+    ref_dir, pred_dir = folders
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "evaluate",
+            "-ref",
+            str(ref_dir),
+            "-pred",
+            str(pred_dir),
+            "-o",
+            str(out),
+            "-np",
+            "1",
+            "--size-edges",
+            "0.1",
+            "1",
+            "--brats-empty",
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "HD95_mm" in text and "foreground" in text and "2 cases" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["brats_empty"] is True
+    assert summary["size_groups"]["edges_cc"] == [0.1, 1.0]
+    assert summary["mean"]["1"]["HD95_mm"] == pytest.approx(1.2)  # shifts of 0.8 and 1.6 mm along x
+    assert (out / "metrics.csv").is_file()
+
+
+def test_evaluate_cli_with_dataset_json_and_errors(folders, tmp_path, capsys):
+    ref_dir, pred_dir = folders
+    dj = tmp_path / "dataset.json"
+    dj.write_text(json.dumps({"labels": {"background": 0, "lesion": 1, "other": 2}, "file_ending": ".nii.gz"}))
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-djfile", str(dj), "-np", "1"]) == 0
+    assert "\n2 " in capsys.readouterr().out  # label 2 of dataset.json is evaluated although absent
+    (pred_dir / "c1.nii.gz").unlink()
+    with pytest.raises(ValueError, match="c1"):
+        main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1"])
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1", "--chill"]) == 0
