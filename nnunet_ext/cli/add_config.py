@@ -1,0 +1,137 @@
+"""``nnunet-ext add-config``: add a plugin-network configuration (COPLE-Net, dilated 3-D U-Net) to nnU-Net plans.
+
+The new configuration inherits the base's preprocessed data, so no new preprocessing is needed::
+
+    nnunet-ext add-config -d 4 --base 2d --arch coplenet            # writes 2d_coplenet into nnUNetPlans.json
+    nnUNetv2_train 4 2d_coplenet 0 -tr NRDiceAdaptiveMTTrainer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+ARCH_CHOICES = ("coplenet", "dilated_unet")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset name or ID (as for nnUNetv2_train)")
+    parser.add_argument("--arch", required=True, choices=ARCH_CHOICES, help="plugin network")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="preprocessed configuration to inherit from (default: 2d for coplenet, 3d_fullres for dilated_unet)",
+    )
+    parser.add_argument("--name", default=None, help="new configuration name (default: <base>_<arch>)")
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    parser.add_argument(
+        "--arch-kwargs",
+        default=None,
+        metavar="JSON",
+        help="overrides of the network arguments as a JSON object, e.g. '{\"aspp\": false}'",
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="patch size written into the new configuration (default: inherited from the base)",
+    )
+    parser.add_argument(
+        "--no-deep-supervision-heads",
+        action="store_true",
+        help="build the network without deep-supervision heads (COPLE-Net as published; plugin trainers only)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the configuration block, write nothing")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing, different configuration")
+
+
+def _arch_kwargs(args: argparse.Namespace) -> dict:
+    kwargs: dict = {}
+    if args.arch_kwargs is not None:
+        try:
+            kwargs = json.loads(args.arch_kwargs)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--arch-kwargs is not valid JSON ({err}): {args.arch_kwargs!r}") from err
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs!r}.")
+    if args.no_deep_supervision_heads:
+        if kwargs.get("deep_supervision_heads", False):
+            raise ValueError("--no-deep-supervision-heads contradicts deep_supervision_heads=true in --arch-kwargs.")
+        kwargs["deep_supervision_heads"] = False
+    return kwargs
+
+
+def plans_file(dataset: str, plans: str) -> str:
+    """``$nnUNet_preprocessed/<DatasetXXX_Name>/<plans>.json`` for a dataset name or ID."""
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    folder = os.path.join(os.fspath(nnUNet_preprocessed), maybe_convert_to_dataset_name(dataset))
+    path = os.path.join(folder, f"{plans}.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Plans file {path} not found; run nnUNetv2_plan_and_preprocess for this dataset first, or pass the "
+            f"right plans identifier with -p."
+        )
+    return path
+
+
+def _write_json_atomically(obj: dict, path: str) -> None:
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".add_config_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=4, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunet_ext.architectures.plans import add_configuration, default_configuration_name, get_spec
+
+    try:
+        spec = get_spec(args.arch)
+        base = args.base or spec.default_base
+        name = args.name or default_configuration_name(base, args.arch)
+        path = plans_file(args.dataset, args.plans)
+        with open(path) as f:
+            plans = json.load(f)
+        new_plans = add_configuration(
+            plans,
+            base=base,
+            arch=args.arch,
+            name=name,
+            arch_kwargs=_arch_kwargs(args),
+            patch_size=args.patch_size,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as err:
+        print(f"nnunet-ext add-config: error: {err}", file=sys.stderr)
+        return 2
+
+    block = new_plans["configurations"][name]
+    existed = name in plans["configurations"]
+    unchanged = new_plans == plans
+    print(json.dumps({name: block}, indent=4))
+    if args.dry_run:
+        print(f"Dry run: nothing written to {path}.")
+        return 0
+    if unchanged:
+        print(f"Configuration {name!r} is already in {path} with this block; nothing to do.")
+    else:
+        _write_json_atomically(new_plans, path)
+        verb = "Replaced" if existed else "Added"
+        print(f"{verb} configuration {name!r} (inherits from {base!r}, same preprocessed data) in {path}.")
+    plans_flag = "" if args.plans == "nnUNetPlans" else f" -p {args.plans}"
+    print(f"Train with: nnUNetv2_train {args.dataset} {name} FOLD{plans_flag} -tr NRDiceAdaptiveMTTrainer")
+    if not block["architecture"]["arch_kwargs"]["deep_supervision_heads"]:
+        print("Note: no deep-supervision heads, so stock nnUNetTrainer cannot train it; use an nnunet_ext trainer.")
+    return 0
