@@ -1,0 +1,293 @@
+"""Per-iteration training time (and optional inference time) of trainers on the same batches, in one process.
+
+Protocol:
+
+- Every trainer is built through the Python API (seeded identically), then runs nnU-Net's own ``on_train_start`` and
+  ``on_train_epoch_start`` (so plugin add-ons such as the mean teacher are set up as in training), with in-process
+  data loading (``nnUNet_n_proc_DA=0`` during set-up) and models written to a temporary ``nnUNet_results``.
+- ``warmup + iterations`` batches are drawn **once** from the reference trainer's nnU-Net data loader; each trainer
+  gets the same images and full-resolution targets, re-packed for its own deep-supervision scales (nearest-exact
+  down-sampling, as nnU-Net's ``DownsampleSegForDSTransform``) or as one tensor when it has no deep supervision.
+- Warm-up steps run per trainer; timed steps are interleaved (iteration ``i`` runs every trainer, the starting
+  trainer rotating) so background load on a shared machine hits all trainers alike. The statistic is the median.
+- The reference is stock ``nnUNetTrainer`` (added with the default configuration when not listed).
+- Inference: each test image is preprocessed once per configuration; the time per case is the median of
+  ``nnUNetPredictor.predict_logits_from_preprocessed_data`` (sliding window, nnU-Net's default mirroring unless
+  disabled) with the network nnU-Net's predictor would build (no deep supervision). nnU-Net caps the threads of this
+  call at ``nnUNet_def_n_proc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.functional import interpolate
+
+from nnunet_ext.benchmark.datasets import dataset_name
+from nnunet_ext.benchmark.runner import (
+    build_trainer,
+    console_to,
+    list_test_cases,
+    nnunet_results,
+    resolve_device,
+    seed_everything,
+)
+
+REFERENCE_TRAINER = "nnUNetTrainer"
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    trainer: str
+    configuration: str
+
+    def __str__(self) -> str:
+        return f"{self.trainer}:{self.configuration}"
+
+
+def parse_pairs(entries: Sequence[str], default_configuration: str) -> list[TrainerConfig]:
+    """``TRAINER`` or ``TRAINER:CONFIG`` entries; the reference ``nnUNetTrainer`` is put first (added if absent)."""
+    pairs = []
+    for entry in entries:
+        trainer, _, configuration = entry.partition(":")
+        if not trainer or (":" in entry and not configuration):
+            raise ValueError(f"bad trainer entry {entry!r}; use TRAINER or TRAINER:CONFIGURATION")
+        pair = TrainerConfig(trainer, configuration or default_configuration)
+        if pair in pairs:
+            raise ValueError(f"{pair} is listed twice")
+        pairs.append(pair)
+    reference = next((p for p in pairs if p.trainer == REFERENCE_TRAINER), None)
+    if reference is None:
+        reference = TrainerConfig(REFERENCE_TRAINER, default_configuration)
+    else:
+        pairs.remove(reference)
+    return [reference, *pairs]
+
+
+@dataclass(frozen=True)
+class SpeedResult:
+    """Timings of one trainer:configuration (milliseconds)."""
+
+    pair: TrainerConfig
+    iteration_ms: tuple[float, ...]
+    inference_ms: tuple[float, ...] | None
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.iteration_ms))
+
+    @property
+    def iqr_ms(self) -> float:
+        q75, q25 = np.percentile(self.iteration_ms, [75, 25])
+        return float(q75 - q25)
+
+    @property
+    def inference_median_ms(self) -> float | None:
+        return float(np.median(self.inference_ms)) if self.inference_ms else None
+
+
+@contextlib.contextmanager
+def _in_process_augmentation() -> Iterator[None]:
+    saved = os.environ.get("nnUNet_n_proc_DA")
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("nnUNet_n_proc_DA", None)
+        else:
+            os.environ["nnUNet_n_proc_DA"] = saved
+
+
+def full_resolution_target(target: Any) -> torch.Tensor:
+    """The full-resolution target of a batch (deep-supervision lists hold it first)."""
+    return target[0] if isinstance(target, (list, tuple)) else target
+
+
+def target_for(trainer, full: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    """The target structure ``trainer.train_step`` expects, from a full-resolution target ``(B, C, *spatial)``."""
+    if not trainer.enable_deep_supervision:
+        return full
+    out = []
+    for scale in trainer._get_deep_supervision_scales():
+        scale = list(scale) if isinstance(scale, (list, tuple)) else [scale] * (full.ndim - 2)
+        if all(s == 1 for s in scale):
+            out.append(full)
+        else:
+            size = [round(i * s) for i, s in zip(full.shape[2:], scale)]
+            out.append(interpolate(full.float(), size, mode="nearest-exact").to(full.dtype))
+    return out
+
+
+def _check_compatible(reference, trainer, pair: TrainerConfig, ref_pair: TrainerConfig) -> None:
+    ref_cm, cm = reference.configuration_manager, trainer.configuration_manager
+    problems = []
+    if list(cm.patch_size) != list(ref_cm.patch_size):
+        problems.append(f"patch size {cm.patch_size} vs {ref_cm.patch_size}")
+    if trainer.batch_size != reference.batch_size:
+        problems.append(f"batch size {trainer.batch_size} vs {reference.batch_size}")
+    if cm.data_identifier != ref_cm.data_identifier:
+        problems.append(f"data {cm.data_identifier!r} vs {ref_cm.data_identifier!r}")
+    if problems:
+        raise ValueError(
+            f"{pair} cannot be timed on the batches of {ref_pair}: {'; '.join(problems)}. Time configurations with "
+            "different data or patch sizes in separate runs (each with its own nnUNetTrainer reference)."
+        )
+
+
+def _time_inference(trainers: dict[TrainerConfig, Any], images_dir: Path, device: torch.device, tta: bool):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    from nnunet_ext._nnunet import unwrap
+
+    out: dict[TrainerConfig, list[float]] = {}
+    preprocessed: dict[str, list[torch.Tensor]] = {}
+    for pair, trainer in trainers.items():
+        cm, pm, dataset_json = trainer.configuration_manager, trainer.plans_manager, trainer.dataset_json
+        if cm.data_identifier not in preprocessed:
+            list_test_cases(images_dir, dataset_json["file_ending"])  # clear error for an empty/missing folder
+            files = create_lists_from_splitted_dataset_folder(str(images_dir), dataset_json["file_ending"])
+            preprocessor = cm.preprocessor_class(verbose=False)
+            preprocessed[cm.data_identifier] = [
+                torch.from_numpy(preprocessor.run_case(f, None, pm, cm, dataset_json)[0]) for f in files
+            ]
+        network = (
+            type(trainer)
+            .build_network_architecture(
+                pm, cm, trainer.num_input_channels, trainer.label_manager.num_segmentation_heads, False
+            )
+            .to(device)
+        )
+        weights = unwrap(trainer.network).state_dict()
+        predictor = nnUNetPredictor(
+            use_mirroring=tta, perform_everything_on_device=device.type == "cuda", device=device, allow_tqdm=False
+        )
+        predictor.manual_initialization(
+            network, pm, cm, [weights], dataset_json, pair.trainer, trainer.inference_allowed_mirroring_axes
+        )
+        cases = preprocessed[cm.data_identifier]
+        predictor.predict_logits_from_preprocessed_data(cases[0])  # warm-up
+        times = []
+        for data in cases:
+            start = time.perf_counter()
+            predictor.predict_logits_from_preprocessed_data(data)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(1000.0 * (time.perf_counter() - start))
+        out[pair] = times
+    return out
+
+
+def time_trainers(
+    dataset: str | int,
+    pairs: Sequence[TrainerConfig],
+    *,
+    plans: str = "nnUNetPlans",
+    iterations: int = 20,
+    warmup: int = 3,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    fold: int = 0,
+    inference: bool = False,
+    test_images: str | os.PathLike | None = None,
+    disable_tta: bool = False,
+    log_file: str | os.PathLike | None = None,
+) -> list[SpeedResult]:
+    """Time ``train_step`` of every trainer on the same batches (see the module docstring for the protocol).
+
+    Args:
+        dataset: Preprocessed dataset (id or name).
+        pairs: Trainer/configuration pairs; the first is the reference (see :func:`parse_pairs`).
+        plans: Plans identifier.
+        iterations: Timed iterations per trainer.
+        warmup: Untimed iterations per trainer first.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        seed: Seed before each trainer is built and before the batches are drawn.
+        fold: Fold whose training split feeds the data loader.
+        inference: Also time prediction of the test images.
+        test_images: Test image folder (default ``$nnUNet_raw/<dataset>/imagesTs``).
+        disable_tta: Time inference without mirroring.
+        log_file: Where nnU-Net's console output goes (None: the console).
+
+    Returns:
+        One :class:`SpeedResult` per pair, in order.
+    """
+    if iterations < 1 or warmup < 0:
+        raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations}, {warmup}")
+    if not pairs:
+        raise ValueError("no trainers to time")
+    dev = resolve_device(device)
+    name = dataset_name(dataset)
+    images_dir = None
+    if inference:
+        from nnunetv2.paths import nnUNet_raw
+
+        images_dir = Path(test_images) if test_images is not None else Path(nnUNet_raw.require()) / name / "imagesTs"
+    with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_") as tmp:
+        with nnunet_results(tmp), console_to(log_file), _in_process_augmentation():
+            trainers: dict[TrainerConfig, Any] = {}
+            for pair in pairs:
+                seed_everything(seed)
+                trainer = build_trainer(pair.trainer, name, pair.configuration, fold, plans=plans, device=dev)
+                trainer.on_train_start()
+                trainer.on_train_epoch_start()
+                trainers[pair] = trainer
+            ref_pair = pairs[0]
+            reference = trainers[ref_pair]
+            for pair, trainer in trainers.items():
+                _check_compatible(reference, trainer, pair, ref_pair)
+            seed_everything(seed)
+            raw = [next(reference.dataloader_train) for _ in range(warmup + iterations)]
+            batches = {
+                pair: [{"data": b["data"], "target": target_for(t, full_resolution_target(b["target"]))} for b in raw]
+                for pair, t in trainers.items()
+            }
+            for pair, trainer in trainers.items():
+                for b in batches[pair][:warmup]:
+                    trainer.train_step(b)
+            times: dict[TrainerConfig, list[float]] = {pair: [] for pair in pairs}
+            order = list(pairs)
+            for i in range(iterations):
+                rotated = order[i % len(order) :] + order[: i % len(order)]
+                for pair in rotated:
+                    batch = batches[pair][warmup + i]
+                    start = time.perf_counter()
+                    trainers[pair].train_step(batch)  # returns the loss via .cpu(): synchronises CUDA
+                    times[pair].append(1000.0 * (time.perf_counter() - start))
+            inference_times = _time_inference(trainers, images_dir, dev, not disable_tta) if inference else {}
+            for trainer in trainers.values():
+                for loader in (trainer.dataloader_train, trainer.dataloader_val):
+                    if hasattr(loader, "_finish"):
+                        loader._finish()
+    return [SpeedResult(p, tuple(times[p]), tuple(inference_times[p]) if inference else None) for p in pairs]
+
+
+def format_speed_table(results: Sequence[SpeedResult]) -> str:
+    """Trainer, median ms per iteration, IQR, ratio to the reference (first row); inference columns when timed."""
+    ref = results[0]
+    header = ["trainer:configuration", "ms/iteration (median)", "IQR ms", "ratio to " + ref.pair.trainer]
+    with_inference = ref.inference_ms is not None
+    if with_inference:
+        header += ["ms/case inference (median)", "inference ratio"]
+    rows = []
+    for r in results:
+        name = f"{r.pair} (reference)" if r is ref else str(r.pair)
+        row = [name, f"{r.median_ms:.1f}", f"{r.iqr_ms:.1f}", f"{r.median_ms / ref.median_ms:.2f}"]
+        if with_inference:
+            row += [f"{r.inference_median_ms:.1f}", f"{r.inference_median_ms / ref.inference_median_ms:.2f}"]
+        rows.append(row)
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)

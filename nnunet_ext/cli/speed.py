@@ -1,0 +1,94 @@
+"""``nnunet-ext speed``: time training iterations (and inference) of trainers against stock ``nnUNetTrainer``.
+
+All trainers run in one process on the same batches drawn once from nnU-Net's data loader (protocol:
+:mod:`nnunet_ext.benchmark.speed`). A configuration per trainer compares networks, e.g.::
+
+    nnunet-ext speed -d 502 -c 2d -tr NRDiceAdaptiveMTTrainer nnUNetTrainer:2d NRDiceTrainer:2d_coplenet \\
+        --iterations 30 --warmup 3 -device cpu --inference
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nnunet_ext.benchmark.spec import DEVICES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", dest="dataset", required=True, help="preprocessed dataset id or name")
+    parser.add_argument("-c", dest="configuration", default="2d", help="default configuration (default: 2d)")
+    parser.add_argument(
+        "-tr",
+        dest="trainers",
+        nargs="+",
+        required=True,
+        metavar="TRAINER[:CONFIG]",
+        help="trainers, optionally with their configuration; nnUNetTrainer (the reference) is added if absent",
+    )
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per trainer (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per trainer first (default: 3)")
+    parser.add_argument("-device", "--device", dest="device", choices=DEVICES, default="auto", help="default: auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed before each trainer and the batches (default: 0)")
+    parser.add_argument("-f", dest="fold", type=int, default=0, help="fold feeding the data loader (default: 0)")
+    parser.add_argument("--inference", action="store_true", help="also time prediction of the test images per case")
+    parser.add_argument("--test-images", default=None, help="test images (default: the dataset's imagesTs)")
+    parser.add_argument("--disable-tta", action="store_true", help="time inference without mirroring")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the timings and settings as JSON")
+    parser.add_argument("--verbose", action="store_true", help="show nnU-Net's console output")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import tempfile
+
+    import torch
+
+    from nnunet_ext.benchmark.runner import hardware, resolve_device, versions
+    from nnunet_ext.benchmark.speed import format_speed_table, parse_pairs, time_trainers
+
+    pairs = parse_pairs(args.trainers, args.configuration)
+    with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_log_") as tmp:
+        log_file = None if args.verbose else os.path.join(tmp, "nnunet_console.log")
+        results = time_trainers(
+            args.dataset,
+            pairs,
+            plans=args.plans,
+            iterations=args.iterations,
+            warmup=args.warmup,
+            device=args.device,
+            seed=args.seed,
+            fold=args.fold,
+            inference=args.inference,
+            test_images=args.test_images,
+            disable_tta=args.disable_tta,
+            log_file=log_file,
+        )
+    device = resolve_device(args.device)
+    print(
+        f"dataset {args.dataset}; {args.iterations} timed + {args.warmup} warm-up iterations per trainer on the same "
+        f"batches; device {device}; torch threads {torch.get_num_threads()}"
+    )
+    print(format_speed_table(results))
+    if args.json is not None:
+        payload = {
+            "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+            "versions": versions(),
+            "hardware": hardware(device),
+            "results": [
+                {
+                    "trainer": r.pair.trainer,
+                    "configuration": r.pair.configuration,
+                    "iteration_ms": list(r.iteration_ms),
+                    "median_ms": r.median_ms,
+                    "ratio": r.median_ms / results[0].median_ms,
+                    "inference_ms": list(r.inference_ms) if r.inference_ms is not None else None,
+                }
+                for r in results
+            ],
+        }
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,122 @@
+"""Report pieces on synthetic result tables (no training): fold averaging, groups, paired tests, files."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from nnunet_ext.benchmark import report
+from nnunet_ext.evaluation.metrics import METRIC_KEYS
+
+CASES = [f"c{i}" for i in range(6)]
+GROUPS = {"c0": "A", "c1": "A", "c2": "A", "c3": "B", "c4": "B", "c5": "B"}
+
+
+def row(trainer, fold, case, dice, hd95=1.0, label="1", dataset="Dataset702_X", configuration="2d"):
+    r = {
+        "dataset": dataset,
+        "configuration": configuration,
+        "trainer": trainer,
+        "fold": str(fold),
+        "case": case,
+        "label_or_region": label,
+        "size_group": GROUPS[case],
+        "volume_ref_cc": 10.0,
+    }
+    r.update({m: 0.0 for m in METRIC_KEYS})
+    r.update({"Dice": dice, "HD95_mm": hd95, "RVE": 0.1})
+    return r
+
+
+@pytest.fixture()
+def rows():
+    rng = np.random.default_rng(0)
+    out = []
+    for fold in (0, 1):
+        for i, case in enumerate(CASES):
+            base = 0.6 + 0.05 * i + 0.01 * fold
+            out.append(row("nnUNetTrainer", fold, case, base, hd95=5.0 + i))
+            hd = math.nan if (case == "c5" and fold == 1) else 4.0 + i + rng.uniform(0, 0.5)
+            out.append(row("NRDiceTrainer", fold, case, base + 0.02 + 0.01 * rng.uniform(), hd95=hd))
+    return out
+
+
+def test_case_values_average_folds_and_propagate_nan(rows):
+    panel = ("Dataset702_X", "2d", "1")
+    dice = report.case_values(rows, panel, "nnUNetTrainer", "Dice")
+    assert dice["c0"] == pytest.approx(0.605)  # mean of 0.600 and 0.610
+    hd = report.case_values(rows, panel, "NRDiceTrainer", "HD95_mm")
+    assert math.isnan(hd["c5"]) and not math.isnan(hd["c4"])
+
+
+def test_describe_ignores_and_counts_nan():
+    d = report.describe([1.0, 2.0, math.nan, 3.0])
+    assert (d.n, d.n_nan, d.mean) == (4, 1, 2.0)
+    assert d.sd == pytest.approx(1.0)  # ddof=1
+    assert math.isnan(report.describe([1.0]).sd)
+
+
+def test_paired_tests_match_scipy_on_fold_means(rows):
+    comparisons = report.compare(rows, "nnUNetTrainer", ["Dice", "HD95_mm"])
+    by_key = {(c.group, c.metric): c.result for c in comparisons}
+    assert {g for g, _ in by_key} == {"all", "A", "B"}
+    panel = ("Dataset702_X", "2d", "1")
+    a = report.case_values(rows, panel, "NRDiceTrainer", "Dice")
+    b = report.case_values(rows, panel, "nnUNetTrainer", "Dice")
+    xa, xb = np.array([a[c] for c in CASES]), np.array([b[c] for c in CASES])
+    dice_all = by_key[("all", "Dice")]
+    assert dice_all.n_pairs == 6 and dice_all.n_dropped_nan == 0
+    assert dice_all.t_pvalue == pytest.approx(stats.ttest_rel(xa, xb).pvalue)
+    assert dice_all.wilcoxon_pvalue == pytest.approx(stats.wilcoxon(xa, xb).pvalue)
+    hd_all = by_key[("all", "HD95_mm")]
+    assert (hd_all.n_pairs, hd_all.n_dropped_nan) == (5, 1)  # c5 has a NaN fold
+    assert by_key[("A", "Dice")].n_pairs == 3
+    assert (by_key[("B", "HD95_mm")].n_pairs, by_key[("B", "HD95_mm")].n_dropped_nan) == (2, 1)
+
+
+def test_unpaired_cases_are_counted(rows):
+    partial = [r for r in rows if not (r["trainer"] == "NRDiceTrainer" and r["case"] == "c0")]
+    res = next(c.result for c in report.compare(partial, "nnUNetTrainer", ["Dice"]) if c.group == "all")
+    assert (res.n_pairs, res.n_unpaired) == (5, 1)
+
+
+def test_inconsistent_size_groups_raise(rows):
+    rows[0] = {**rows[0], "size_group": "C"}
+    with pytest.raises(ValueError, match="different references"):
+        report.compare(rows, "nnUNetTrainer", ["Dice"])
+
+
+def test_csv_round_trip(rows, tmp_path):
+    path = report.write_results_csv(rows, tmp_path / "results.csv")
+    back = report.read_results_csv(path)
+    assert len(back) == len(rows)
+    for got, want in zip(back, rows):
+        assert got["case"] == want["case"] and got["fold"] == want["fold"]
+        np.testing.assert_equal(got["HD95_mm"], want["HD95_mm"])  # NaN survives
+
+
+def test_markdown_and_console_tables(rows):
+    md = report.render_markdown(rows, "nnUNetTrainer", ["Dice", "HD95_mm"], (50.0, 200.0))
+    dice = report.describe(report.case_values(rows, ("Dataset702_X", "2d", "1"), "nnUNetTrainer", "Dice").values())
+    assert f"| all | nnUNetTrainer (baseline) | 6 | {dice.mean:.4f} ± {dice.sd:.4f} |" in md
+    assert "(1 NaN)" in md  # the NaN HD95 case of NRDiceTrainer
+    assert "| all | NRDiceTrainer | HD95_mm | 5 | 1 | 0 |" in md
+    assert "A [0, 50) cc" in md
+    table = report.console_table(rows, "nnUNetTrainer", ["Dice", "HD95_mm"])
+    header, baseline_line, other_line = table.splitlines()[1:4]
+    assert header.split()[:3] == ["trainer", "Dice", "HD95_mm"] and "p Dice (t / W)" in header
+    assert baseline_line.startswith("nnUNetTrainer (baseline)") and baseline_line.rstrip().endswith("-")
+    assert "*" in other_line  # NRDiceTrainer is better on every case: significant t-test
+
+
+def test_write_report_files(rows, tmp_path):
+    two_panels = rows + [{**r, "label_or_region": "2"} for r in rows]
+    files = report.write_report(two_panels, tmp_path, "nnUNetTrainer", ["Dice", "HD95_mm", "RVE"], (50.0, 200.0))
+    assert files.results_csv.is_file() and files.report_md.is_file()
+    assert len(files.box_plots) == 2
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in files.box_plots)
+    with pytest.raises(ValueError, match="no result rows"):
+        report.write_report([], tmp_path, "nnUNetTrainer", ["Dice"], (50.0,))

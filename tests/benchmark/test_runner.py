@@ -1,0 +1,133 @@
+"""Runner without training: resumption from finished-run files, model reuse checks, paths, seeding."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_ext.benchmark import runner
+from nnunet_ext.benchmark.spec import BenchmarkSpec, TrainingBudget
+from nnunet_ext.evaluation.metrics import METRIC_KEYS
+
+DATASET = "Dataset703_FakeBench"
+CASES = ("fake_000", "fake_001", "fake_002")
+
+
+@pytest.fixture(scope="module")
+def fake_dataset(nnunet_dirs):
+    """Raw and preprocessed folders with just enough for the runner's checks (no images are read)."""
+    raw = nnunet_dirs.raw / DATASET
+    labels = {"background": 0, "lesion": 1}
+    dataset_json = {"channel_names": {"0": "CT"}, "labels": labels, "numTraining": 0, "file_ending": ".nii.gz"}
+    for sub in ("imagesTs", "labelsTs"):
+        (raw / sub).mkdir(parents=True, exist_ok=True)
+    for case in CASES:
+        (raw / "imagesTs" / f"{case}_0000.nii.gz").write_bytes(b"")
+    (raw / "dataset.json").write_text(json.dumps(dataset_json))
+    pre = nnunet_dirs.preprocessed / DATASET
+    pre.mkdir(exist_ok=True)
+    (pre / "nnUNetPlans.json").write_text(json.dumps({"configurations": {"2d": {}}}))
+    (pre / "dataset.json").write_text(json.dumps(dataset_json))
+    return raw
+
+
+def summary_for(trainer_shift: float) -> dict:
+    per_case = []
+    for i, case in enumerate(CASES):
+        metrics = {m: 0.0 for m in METRIC_KEYS}
+        metrics.update(Dice=0.5 + 0.1 * i + trainer_shift, HD95_mm=3.0 - trainer_shift, RVE=0.2)
+        metrics["volume_ref_mm3"] = 1000.0 * (10 + 60 * i)
+        per_case.append({"case": case, "metrics": {"1": metrics}, "size_group": {"1": "AB"[min(i, 1)]}})
+    return {"metric_per_case": per_case}
+
+
+def fake_finished(paths: runner.RunPaths, spec: BenchmarkSpec, shift: float) -> None:
+    paths.fold_dir.mkdir(parents=True, exist_ok=True)
+    (paths.fold_dir / runner.CHECKPOINT).write_bytes(b"")
+    record = runner._training_record(
+        paths.key.trainer, paths.dataset_name, paths.key.configuration, paths.key.fold, spec.plans, spec.budget, 0
+    )
+    (paths.fold_dir / runner.TRAINING_RECORD).write_text(json.dumps(record))
+    paths.predictions.mkdir(parents=True, exist_ok=True)
+    for case in CASES:
+        (paths.predictions / f"{case}.nii.gz").write_bytes(b"")
+    (paths.run_dir / "summary.json").write_text(json.dumps(summary_for(shift)))
+    files = [f"{c}.nii.gz" for c in CASES]
+    run_record = {"prediction_files": files, "wall_s": {"train_s": 1.0}, "finished": "x", "model_trained_now": True}
+    (paths.run_dir / runner.RUN_RECORD).write_text(json.dumps(run_record))
+
+
+def test_finished_runs_are_skipped_and_reported(fake_dataset, tmp_path):
+    spec = BenchmarkSpec(trainers=("NRDiceTrainer",), datasets=("703",), num_epochs=1, metrics=("Dice", "HD95_mm"))
+    all_paths = runner.run_paths(spec, tmp_path)
+    assert [p.label for p in all_paths] == [f"{DATASET}/2d/nnUNetTrainer/fold_0", f"{DATASET}/2d/NRDiceTrainer/fold_0"]
+    assert all_paths[0].model_dir == tmp_path / "nnUNet_results" / DATASET / "nnUNetTrainer__nnUNetPlans__2d"
+    assert all_paths[0].references == fake_dataset / "labelsTs"
+    for paths, shift in zip(all_paths, (0.0, 0.05)):
+        assert not runner.run_is_finished(paths)
+        fake_finished(paths, spec, shift)
+        assert runner.run_is_finished(paths)
+
+    outcome = runner.run_benchmark(spec, tmp_path, progress=False)
+    assert set(outcome.statuses.values()) == {"skipped (finished)"}
+    assert len(outcome.rows) == 6
+    manifest = json.loads(outcome.manifest.read_text())
+    assert manifest["seed"] == 0 and manifest["spec"]["num_epochs"] == 1
+    assert set(manifest["runs"]) == {p.label for p in all_paths}
+    assert {"nnunetv2", "torch", "nnunet_ext"} <= set(manifest["versions"])
+    md = outcome.report.report_md.read_text()
+    assert "| all | NRDiceTrainer | Dice | 3 | 0 | 0 | 0.0500 |" in md
+
+    (all_paths[1].predictions / f"{CASES[0]}.nii.gz").unlink()  # a missing prediction un-finishes the run
+    assert not runner.run_is_finished(all_paths[1])
+
+
+def test_reused_model_must_match_budget_and_seed(fake_dataset, tmp_path):
+    fold_dir = tmp_path / DATASET / "DiceTrainer__nnUNetPlans__2d" / "fold_0"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / runner.CHECKPOINT).write_bytes(b"")
+    kwargs = {"results_dir": tmp_path, "budget": TrainingBudget(num_epochs=2), "seed": 1}
+    foreign = runner.train_model("DiceTrainer", "703", "2d", 0, **kwargs)  # no record: trained elsewhere, reused
+    assert (foreign.trained, foreign.record) == (False, None)
+    with pytest.raises(ValueError, match="not trained by the benchmark"):
+        runner.remove_model_fold(fold_dir)
+
+    record = runner._training_record("DiceTrainer", "703", "2d", 0, "nnUNetPlans", TrainingBudget(num_epochs=3), 1)
+    (fold_dir / runner.TRAINING_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"trained with other settings .*'budget'"):
+        runner.train_model("DiceTrainer", "703", "2d", 0, **kwargs)
+    reused = runner.train_model("DiceTrainer", "703", "2d", 0, **{**kwargs, "budget": TrainingBudget(num_epochs=3)})
+    assert reused.trained is False and reused.record["budget"]["num_epochs"] == 3
+    runner.remove_model_fold(fold_dir)
+    assert not fold_dir.exists()
+
+
+def test_check_spec_fails_early(fake_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"trainer 'NRDiceTrianer' not found .*did you mean 'NRDiceTrainer'\?"):
+        runner.check_spec(BenchmarkSpec(trainers=("NRDiceTrianer",), datasets=("703",)), tmp_path)
+    with pytest.raises(ValueError, match=r"configuration '3d_fullres' not in .*Available: \['2d'\]"):
+        runner.check_spec(
+            BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",), configurations=("3d_fullres",)), tmp_path
+        )
+    spec = BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",), references={"703": str(tmp_path / "nope")})
+    with pytest.raises(FileNotFoundError, match="references folder .*nope.* --ref"):
+        runner.check_spec(spec, tmp_path)
+
+
+def test_seed_everything_repeats_draws():
+    runner.seed_everything(3)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    runner.seed_everything(3)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def test_nnunet_results_is_restored(tmp_path):
+    before = os.environ.get("nnUNet_results")
+    with runner.nnunet_results(tmp_path):
+        assert os.environ["nnUNet_results"] == str(tmp_path)
+    assert os.environ.get("nnUNet_results") == before

@@ -1,0 +1,49 @@
+"""``nnunet-ext speed`` on a tiny dataset: table format, reference row, ratio column, per-trainer configuration."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nnunet_ext.cli.main import main
+
+DATASET = "Dataset701_TinyBench"
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(nnunet_dirs):
+    """Dataset 701 (shared with the other CLI tests; built once), plus the 2d_coplenet configuration."""
+    from nnunet_ext.benchmark.datasets import plan_and_preprocess, shrink_plans
+    from nnunet_ext.synthetic import make_lesion_dataset
+
+    if not (nnunet_dirs.preprocessed / DATASET / "nnUNetPlans.json").is_file():
+        make_lesion_dataset(nnunet_dirs.raw, 701, "TinyBench", num_train=5, num_test=2, shape=(6, 48, 48))
+        plan_and_preprocess(701, ("2d",), verify_integrity=False)
+        shrink_plans(701, "2d", batch_size=2, max_features=16)
+    assert main(["add-config", "-d", "701", "--arch", "coplenet"]) == 0
+    return nnunet_dirs
+
+
+@pytest.mark.slow
+def test_speed_table(tiny_bench, tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    argv = "speed -d 701 -c 2d -tr NRDiceAdaptiveMTTrainer NRDiceTrainer:2d_coplenet --iterations 2 --warmup 1"
+    argv = [*argv.split(), "-device", "cpu", "--inference", "--disable-tta", "--json", str(out)]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("trainer:configuration"))
+    header, rule, *rows = lines[start : start + 5]
+    for column in ("ms/iteration (median)", "ratio to nnUNetTrainer", "ms/case inference (median)"):
+        assert column in header
+    assert set(rule.replace(" ", "")) == {"-"}
+    names = [row.split()[0] for row in rows]
+    assert names == ["nnUNetTrainer:2d", "NRDiceAdaptiveMTTrainer:2d", "NRDiceTrainer:2d_coplenet"]
+    ratio_col = header.index("ratio to nnUNetTrainer")
+    assert rows[0][ratio_col:].split()[0] == "1.00"
+    for row in rows[1:]:
+        assert float(row[ratio_col:].split()[0]) > 0
+    payload = json.loads(out.read_text())
+    assert [len(r["iteration_ms"]) for r in payload["results"]] == [2, 2, 2]
+    assert [len(r["inference_ms"]) for r in payload["results"]] == [2, 2, 2]  # 2 test cases
+    assert payload["results"][0]["ratio"] == 1.0
