@@ -1,8 +1,8 @@
 """Inference for the BraTS 2020 pipeline: rotational test-time augmentation, BraTS label maps, two-pass merge.
 
 Paper: T. Henry, A. Carré, M. Lerousseau et al., "Brain tumor segmentation with self-ensembled, deeply-supervised 3D
-U-net neural networks: a BraTS 2020 challenge solution", BrainLes 2020, LNCS 12658, doi:10.1007/978-3-030-72084-1_30
-(arXiv:2011.01045); METHODS.md §5.7-5.8.
+U-net neural networks: a BraTS 2020 challenge solution", arXiv:2011.01045 (doi:10.48550/arXiv.2011.01045);
+METHODS.md §5.7-5.8.
 
 Rotational TTA (:class:`Rot90Predictor`, ``tta="rot90"``): every sliding-window patch ``x`` goes through the
 transforms ``t = (a, k)`` of :func:`tta_transforms`, flip axis ``a`` then ``k`` quarter turns in the in-plane axes

@@ -1,10 +1,11 @@
-"""BraTS pipeline end to end on a tiny 4-channel region dataset: SWA training, rot90 prediction, two-pass merge.
+"""BraTS pipeline end to end on a tiny 4-channel region dataset: dilated U-Net, SWA, rot90 prediction, merge.
 
-Dataset 601 (6 train + 2 test, 16 x 32 x 32) is planned and preprocessed for ``3d_fullres`` by nnU-Net, the plans are
-shrunk (batch 2, narrow network) and given a ``"nnunet_ext"`` block with a 1-epoch main schedule and 2 one-epoch SWA
-cycles (snapshot every epoch: 1 + 2 = 3 snapshots). ``RegionDiceSWATrainer`` trains through nnU-Net's
-``run_training()``; the checkpoint must export the mean of the captured snapshots. Then ``nnunet-ext predict --tta
-rot90`` and ``--tta none`` write two prediction folders, which ``nnunet-ext merge-labels`` merges.
+Follows examples/brats/README.md: dataset 601 (6 train + 2 test, 16 x 32 x 32) is planned and preprocessed for
+``3d_fullres`` by nnU-Net; the base configuration gets batch 2 and a ``"nnunet_ext"`` block with a 1-epoch main
+schedule and 2 one-epoch SWA cycles (snapshot every epoch: 1 + 2 = 3 snapshots), which ``nnunet-ext add-config --arch
+dilated_unet`` (width 4) inherits. ``RegionDiceSWATrainer`` trains through nnU-Net's ``run_training()``; the
+checkpoint must export the mean of the captured snapshots. Then ``nnunet-ext predict --tta rot90`` and ``--tta none``
+write two prediction folders, which ``nnunet-ext merge-labels`` merges.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from nnunet_ext.training.swa import SWAPhase
 pytestmark = pytest.mark.slow
 
 DATASET_ID = 601
-CONFIG = "3d_fullres"
+BASE = "3d_fullres"
+CONFIG = "3d_fullres_dilated_unet"
 TRAINER = "RegionDiceSWATrainer"
 EXT_BLOCK = {
     "num_epochs": 1,
@@ -49,10 +51,11 @@ def _conftest_helpers(request):
 def tiny_brats(request, nnunet_dirs) -> SimpleNamespace:
     helpers = _conftest_helpers(request)
     folder = make_region_dataset(nnunet_dirs.raw, DATASET_ID, "TinyBraTS", num_train=6, num_test=2, shape=(16, 32, 32))
-    helpers.plan_and_preprocess(DATASET_ID, (CONFIG,))
+    helpers.plan_and_preprocess(DATASET_ID, (BASE,))
     helpers.shrink_plans(
-        nnunet_dirs.preprocessed, folder.name, CONFIG, batch_size=2, max_features=16, ext_block=EXT_BLOCK
+        nnunet_dirs.preprocessed, folder.name, BASE, batch_size=2, max_features=16, ext_block=EXT_BLOCK
     )
+    assert main(["add-config", "-d", str(DATASET_ID), "--arch", "dilated_unet", "--arch-kwargs", '{"width": 4}']) == 0
     return SimpleNamespace(name=folder.name, raw=folder, dirs=nnunet_dirs)
 
 
@@ -79,6 +82,7 @@ def test_swa_training_rot90_prediction_and_merge(tiny_brats, tmp_path):
     ds = tiny_brats
     trainer = _make_trainer(ds)
     trainer.initialize()
+    assert type(trainer.network).__name__ == "DilatedUNet3D" and trainer.configuration_manager.batch_size == 2
     swa = trainer.ext_addon(SWAPhase)
     assert (swa.main_epochs, trainer.num_epochs) == (1, 3)
 
