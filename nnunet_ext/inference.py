@@ -147,8 +147,8 @@ class Rot90Predictor(nnUNetPredictor):
     else (model loading, sliding window, Gaussian weighting, fold averaging, export) is nnU-Net's.
 
     Args:
-        tta: ``"rot90"`` (the module docstring's flips x quarter turns, logits averaged), ``"mirror"`` (nnU-Net's
-            mirroring over the checkpoint's allowed axes) or ``"none"``.
+        tta: ``"rot90"`` (the module docstring's flips x quarter turns, logits averaged; the checkpoint's allowed
+            mirroring axes are not consulted), ``"mirror"`` (nnU-Net's mirroring over those axes) or ``"none"``.
         **kwargs: ``nnUNetPredictor`` arguments except ``use_mirroring``, which ``tta`` sets.
 
     Raises:
