@@ -1,0 +1,153 @@
+"""Convert the JSRT chest X-ray folder into two nnU-Net 2D datasets: noisy training labels and the clean oracle.
+
+Both datasets share the images. Training cases (148) carry the published "J1" noisy masks (Yao et al., ICLR 2023) in
+the noisy dataset and the expert SCR masks in the oracle dataset; the 24 validation cases carry clean masks in both
+and form nnU-Net's validation fold through ``splits_final.json`` (fold 0: train = training cases, val = validation
+cases); the 75 test images go to ``imagesTs`` with their clean masks in ``labelsTs`` for the final evaluation only.
+
+Images are stored as NIfTI slices (1 x H x W) with the in-plane pixel spacing of the downsampled radiographs
+(JSRT: 0.175 mm at 2048 px, so 1.4 mm at 256 px), so distances come out in mm. ``--size 128`` halves the resolution
+(area-averaged masks thresholded at 0.5) for CPU budgets.
+
+Usage:
+    python examples/jsrt/convert_jsrt.py /path/to/JSRT --structure lung --noisy-id 801 --clean-id 802 [--size 128]
+(needs ``nnUNet_raw`` and ``nnUNet_preprocessed`` set). Cite JSRT (Shiraishi et al. 2000) and SCR (van Ginneken
+et al. 2006) when showing results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+NOISY_FOLDERS = {
+    "lung": "lung_180_0.8_0.05_0.2",
+    "heart": "heart_180_0.8_0.05_0.2",
+    "clavicle": "clavicle_100_0.8_0.02_0.2",
+}
+JSRT_SPACING_AT_256 = 1.4  # mm: 0.175 mm x 2048 / 256
+
+
+def _read(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+
+
+def _resize(array: np.ndarray, size: int) -> np.ndarray:
+    factor = array.shape[0] // size
+    if factor * size != array.shape[0] or array.shape[0] != array.shape[1]:
+        raise ValueError(f"--size must divide the image size {array.shape}, got {size}")
+    return array.reshape(size, factor, size, factor).mean(axis=(1, 3))
+
+
+def _write(array: np.ndarray, spacing: float, path: Path) -> None:
+    image = sitk.GetImageFromArray(array[None])
+    image.SetSpacing((spacing, spacing, 999.0))  # nnU-Net convention for 2D: a large out-of-plane spacing
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _mask(path: Path, size: int) -> np.ndarray:
+    return (_resize(_read(path) / 255.0, size) >= 0.5).astype(np.uint8)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    denominator = a.sum() + b.sum()
+    return 1.0 if denominator == 0 else float(2 * np.logical_and(a, b).sum() / denominator)
+
+
+def convert(jsrt: Path, raw: Path, preprocessed: Path, structure: str, noisy_id: int, clean_id: int, size: int) -> dict:
+    for sub in ("images_train", "images_val", "images_test", f"{structure}_gts_train", NOISY_FOLDERS[structure]):
+        if not (jsrt / sub).is_dir():
+            raise FileNotFoundError(f"{jsrt / sub} not found: is {jsrt} the JSRT folder (see its README.md)?")
+    spacing = JSRT_SPACING_AT_256 * 256 / size
+    datasets = {
+        "noisy": (noisy_id, f"JSRT{structure.capitalize()}Noisy"),
+        "clean": (clean_id, f"JSRT{structure.capitalize()}Clean"),
+    }
+    folders = {}
+    for kind, (did, name) in datasets.items():
+        folder = raw / f"Dataset{did:03d}_{name}"
+        for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        folders[kind] = folder
+    splits = {"train": [], "val": []}
+    noisy_dice = []
+    for split, key in (("train", "train"), ("val", "val"), ("test", "test")):
+        for img_path in sorted((jsrt / f"images_{split}").glob("*.png")):
+            case = img_path.stem
+            image = _resize(_read(img_path), size)
+            clean = _mask(jsrt / f"{structure}_gts_{split}" / img_path.name, size)
+            if split == "train":
+                noisy = _mask(jsrt / NOISY_FOLDERS[structure] / img_path.name, size)
+                noisy_dice.append(_dice(noisy, clean))
+            for kind, folder in folders.items():
+                tag = "Tr" if split != "test" else "Ts"
+                _write(image, spacing, folder / f"images{tag}" / f"{case}_0000.nii.gz")
+                label = noisy if (split == "train" and kind == "noisy") else clean
+                _write(label, spacing, folder / f"labels{tag}" / f"{case}.nii.gz")
+            if split != "test":
+                splits[key].append(case)
+    for kind, folder in folders.items():
+        n_tr = len(splits["train"]) + len(splits["val"])
+        dataset_json = {
+            "channel_names": {"0": "zscore"},
+            "labels": {"background": 0, structure: 1},
+            "numTraining": n_tr,
+            "file_ending": ".nii.gz",
+            "name": folder.name.split("_", 1)[1],
+            "reference": "JSRT (Shiraishi et al. 2000), SCR masks (van Ginneken et al. 2006); noisy "
+            "training masks J1 (Yao et al. 2023)"
+            if kind == "noisy"
+            else "JSRT (Shiraishi et al. 2000), SCR masks (van Ginneken et al. 2006)",
+        }
+        (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+        pre = preprocessed / folder.name
+        pre.mkdir(parents=True, exist_ok=True)
+        (pre / "splits_final.json").write_text(json.dumps([splits], indent=2))
+    manifest = {
+        "source": str(jsrt),
+        "structure": structure,
+        "size": size,
+        "spacing_mm": spacing,
+        "noisy_dataset": folders["noisy"].name,
+        "clean_dataset": folders["clean"].name,
+        "n_train": len(splits["train"]),
+        "n_val": len(splits["val"]),
+        "n_test": len(list((folders["noisy"] / "imagesTs").glob("*.nii.gz"))),
+        "noisy_vs_clean_dice_train": {"mean": float(np.mean(noisy_dice)), "sd": float(np.std(noisy_dice))},
+    }
+    (folders["noisy"] / "jsrt_manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("jsrt", type=Path, help="the JSRT folder (images_*, *_gts_*, noisy mask folders)")
+    parser.add_argument("--structure", choices=sorted(NOISY_FOLDERS), default="lung")
+    parser.add_argument("--noisy-id", type=int, default=801)
+    parser.add_argument("--clean-id", type=int, default=802)
+    parser.add_argument("--size", type=int, default=256, help="output in-plane size (256 = as stored)")
+    args = parser.parse_args(argv)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed"):
+        if not os.environ.get(var):
+            parser.error(f"set {var} first (nnU-Net's data folders)")
+    manifest = convert(
+        args.jsrt,
+        Path(os.environ["nnUNet_raw"]),
+        Path(os.environ["nnUNet_preprocessed"]),
+        args.structure,
+        args.noisy_id,
+        args.clean_id,
+        args.size,
+    )
+    print(json.dumps(manifest, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
