@@ -37,7 +37,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -194,6 +194,22 @@ def _load_plans(dataset: str, plans: str, configuration: str) -> tuple[dict, dic
     return plans_dict, json.loads((folder / "dataset.json").read_text())
 
 
+def is_plugin_trainer(cls: type) -> bool:
+    """True for subclasses of ``ExtTrainerBase`` (compared by name: the lookup loads its own module copy)."""
+    return any(c.__name__ == "ExtTrainerBase" for c in cls.__mro__)
+
+
+def merge_ext_block(block: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` merged into a plans ``"nnunet_ext"`` block (add-on entries merged key by key)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (block or {}).items()}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def build_trainer(
     trainer: str,
     dataset: str,
@@ -203,15 +219,25 @@ def build_trainer(
     plans: str = "nnUNetPlans",
     device: str | torch.device = "auto",
     budget: TrainingBudget | None = None,
+    ext_overrides: Mapping[str, Any] | None = None,
 ):
     """Construct a trainer as ``nnUNetv2_train`` does (Python API), then apply ``budget`` on the instance.
 
     Works for stock nnU-Net trainers and plugin trainers alike; the budget must be set before ``initialize()``
-    (PolyLRScheduler captures ``num_epochs``, SWA extends it), which ``run_training()`` calls.
+    (PolyLRScheduler captures ``num_epochs``, SWA extends it), which ``run_training()`` calls. ``ext_overrides``
+    are merged into the configuration's ``"nnunet_ext"`` block of the in-memory plans (plugin trainers only).
     """
     plans_dict, dataset_json = _load_plans(dataset, plans, configuration)
     plans_dict["continue_training"] = False
     cls = find_trainer_class(trainer)
+    if ext_overrides:
+        if not is_plugin_trainer(cls):
+            raise ValueError(
+                f'{trainer} is not an nnunet_ext trainer and ignores the plans\' "nnunet_ext" block; remove its '
+                "trainer_overrides"
+            )
+        cfg = plans_dict["configurations"][configuration]
+        cfg["nnunet_ext"] = merge_ext_block(cfg.get("nnunet_ext"), ext_overrides)
     instance = cls(
         plans=plans_dict,
         configuration=configuration,
@@ -239,7 +265,9 @@ class TrainedModel:
         return self.model_dir / f"fold_{self.fold}"
 
 
-def _training_record(trainer, dataset, configuration, fold, plans, budget: TrainingBudget, seed: int) -> dict:
+def _training_record(
+    trainer, dataset, configuration, fold, plans, budget: TrainingBudget, seed: int, ext_overrides=None
+) -> dict:
     return {
         "trainer": trainer,
         "dataset": dataset_name(dataset),
@@ -248,6 +276,7 @@ def _training_record(trainer, dataset, configuration, fold, plans, budget: Train
         "plans": plans,
         "budget": budget.as_dict(),
         "seed": seed,
+        "ext_overrides": dict(ext_overrides or {}),
     }
 
 
@@ -257,7 +286,8 @@ def _check_reusable(fold_dir: Path, expected: dict) -> dict | None:
         logger.warning("reusing %s, trained outside the benchmark (no %s)", fold_dir / CHECKPOINT, TRAINING_RECORD)
         return None
     record = json.loads(record_file.read_text())
-    differs = {k: (record.get(k), v) for k, v in expected.items() if k in ("budget", "seed") and record.get(k) != v}
+    compared = ("budget", "seed", "ext_overrides")
+    differs = {k: (record.get(k, {}), v) for k, v in expected.items() if k in compared and record.get(k, {}) != v}
     if differs:
         raise ValueError(
             f"{fold_dir} holds a model trained with other settings (recorded vs requested: {differs}); pass "
@@ -292,6 +322,7 @@ def train_model(
     results_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     log_file: str | os.PathLike | None = None,
+    ext_overrides: Mapping[str, Any] | None = None,
 ) -> TrainedModel:
     """Train one fold unless its ``checkpoint_final.pth`` exists (then check and reuse it).
 
@@ -308,6 +339,7 @@ def train_model(
         results_dir: ``nnUNet_results`` for this training (None: the environment's).
         overwrite: Retrain (deletes the fold folder if the benchmark trained it).
         log_file: Where nnU-Net's console output goes (None: the console).
+        ext_overrides: Entries merged into the plans' ``"nnunet_ext"`` block (see :func:`build_trainer`).
 
     Returns:
         A :class:`TrainedModel`.
@@ -320,7 +352,7 @@ def train_model(
     name = dataset_name(dataset)
     folder = model_folder(root, name, trainer, plans, configuration)
     fold_dir = folder / f"fold_{fold}"
-    expected = _training_record(trainer, name, configuration, fold, plans, budget, seed)
+    expected = _training_record(trainer, name, configuration, fold, plans, budget, seed, ext_overrides)
     if overwrite:
         remove_model_fold(fold_dir)
     elif (fold_dir / CHECKPOINT).is_file():
@@ -330,7 +362,9 @@ def train_model(
     start = time.perf_counter()
     with nnunet_results(root), console_to(log_file):
         seed_everything(seed)
-        instance = build_trainer(trainer, name, configuration, fold, plans=plans, device=device, budget=budget)
+        instance = build_trainer(
+            trainer, name, configuration, fold, plans=plans, device=device, budget=budget, ext_overrides=ext_overrides
+        )
         if torch.cuda.is_available() and instance.device.type == "cuda":
             torch.backends.cudnn.deterministic = False
             torch.backends.cudnn.benchmark = True
@@ -436,6 +470,7 @@ class RunPaths:
     model_dir: Path
     test_images: Path
     references: Path
+    prediction: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def fold_dir(self) -> Path:
@@ -480,19 +515,32 @@ def run_paths(spec: BenchmarkSpec, output_dir: str | os.PathLike) -> list[RunPat
                 model_dir=model_folder(results, name, key.trainer, spec.plans, key.configuration),
                 test_images=_dataset_folder(spec.test_images, key.dataset, name, "imagesTs", "test image"),
                 references=_dataset_folder(spec.references, key.dataset, name, "labelsTs", "reference"),
+                prediction={"disable_tta": spec.disable_tta, "tile_step_size": spec.tile_step_size},
             )
         )
     return out
 
 
+def _inputs_changed(paths: RunPaths, record: Mapping[str, Any]) -> bool:
+    """Test images, references or prediction settings differ from those recorded in ``run.json``."""
+    return (
+        record.get("test_images") != str(paths.test_images)
+        or record.get("references") != str(paths.references)
+        or record.get("prediction") != dict(paths.prediction)
+    )
+
+
 def run_is_finished(paths: RunPaths) -> bool:
-    """Checkpoint, every recorded prediction, ``summary.json`` and ``run.json`` present."""
+    """Checkpoint, every recorded prediction, ``summary.json`` and ``run.json`` present, for the same inputs."""
     record_file = paths.run_dir / RUN_RECORD
     if not ((paths.fold_dir / CHECKPOINT).is_file() and (paths.run_dir / "summary.json").is_file()):
         return False
     if not record_file.is_file():
         return False
-    files = json.loads(record_file.read_text()).get("prediction_files")
+    record = json.loads(record_file.read_text())
+    files = record.get("prediction_files")
+    if _inputs_changed(paths, record):
+        return False
     return bool(files) and all((paths.predictions / f).is_file() for f in files)
 
 
@@ -500,21 +548,25 @@ def check_spec(spec: BenchmarkSpec, output_dir: str | os.PathLike) -> list[RunPa
     """Fail early: every trainer found, plans and configurations present, test images and references exist."""
     all_paths = run_paths(spec, output_dir)
     for trainer in spec.trainers:
-        find_trainer_class(trainer)
+        cls = find_trainer_class(trainer)
+        if trainer in spec.trainer_overrides and not is_plugin_trainer(cls):
+            raise ValueError(
+                f'trainer_overrides: {trainer} is not an nnunet_ext trainer and ignores the plans\' "nnunet_ext" block'
+            )
     checked: set[tuple[str, str]] = set()
     for p in all_paths:
         if (p.dataset_name, p.key.configuration) in checked:
             continue
         checked.add((p.dataset_name, p.key.configuration))
         _load_plans(p.dataset_name, spec.plans, p.key.configuration)
-        for folder, what, flag in (
-            (p.test_images, "test images", "test_images"),
-            (p.references, "references", "references"),
+        for folder, what, flag, key in (
+            (p.test_images, "test images", "--test-images", "test_images"),
+            (p.references, "references", "--ref", "references"),
         ):
             if not folder.is_dir():
                 raise FileNotFoundError(
-                    f"{what} folder {folder} of dataset {p.dataset_name} does not exist; set it with "
-                    f"--{flag.replace('_', '-')} / the spec's {flag!r}"
+                    f"{what} folder {folder} of dataset {p.dataset_name} does not exist; set it with {flag} or "
+                    f"the spec's {key!r}"
                 )
     return all_paths
 
@@ -535,6 +587,8 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
     if overwrite and paths.run_dir.exists():
         shutil.rmtree(paths.run_dir)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
+    old_record_file = paths.run_dir / RUN_RECORD
+    old_record = json.loads(old_record_file.read_text()) if old_record_file.is_file() else None
     wall: dict[str, float] = {}
     model = train_model(
         key.trainer,
@@ -549,6 +603,7 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
         results_dir=paths.model_dir.parent.parent,
         overwrite=overwrite,
         log_file=log_file,
+        ext_overrides=spec.trainer_overrides.get(key.trainer),
     )
     wall["train_s"] = model.wall_s
     dataset_json = json.loads((paths.model_dir / "dataset.json").read_text())
@@ -565,7 +620,8 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
             disable_tta=spec.disable_tta,
             tile_step_size=spec.tile_step_size,
             num_processes=spec.num_processes,
-            overwrite=model.trained,  # a fresh model invalidates old predictions; else finish the missing ones
+            # a fresh model or other inputs invalidate old predictions; else only the missing ones are made
+            overwrite=model.trained or old_record is None or _inputs_changed(paths, old_record),
         )
     wall["predict_s"] = time.perf_counter() - start
     from nnunet_ext.evaluation.evaluate import evaluate_folders
@@ -595,7 +651,7 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
         "test_images": str(paths.test_images),
         "references": str(paths.references),
         "prediction_files": [c + file_ending for c in cases],
-        "prediction": {"disable_tta": spec.disable_tta, "tile_step_size": spec.tile_step_size},
+        "prediction": dict(paths.prediction),
         "wall_s": wall,
         "finished": utc_now(),
     }
@@ -673,6 +729,7 @@ def run_benchmark(
         f"- Trainers: {', '.join(spec.trainers)}; datasets: {', '.join(spec.datasets)}; configurations: "
         f"{', '.join(spec.configurations)}; folds: {', '.join(map(str, spec.folds))}.",
         f"- Budget: {spec.budget.as_dict()} (None: the trainer's own); seed {spec.seed}; device {device}.",
+        *(f'- `{t}` plans "nnunet_ext" overrides: `{json.dumps(o)}`.' for t, o in spec.trainer_overrides.items()),
         "- References: " + ", ".join(sorted({str(p.references) for p in all_paths})) + ".",
     ]
     report = write_report(rows, output_dir, spec.baseline, spec.metrics, spec.size_edges_cc, header)

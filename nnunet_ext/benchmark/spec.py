@@ -128,6 +128,9 @@ class BenchmarkSpec:
         tile_step_size: Sliding-window step as a fraction of the patch size.
         num_processes: Worker processes for prediction and evaluation; 0 runs both in this process.
         results_dir: Where models are trained (``nnUNet_results`` layout); None: ``<output>/nnUNet_results``.
+        trainer_overrides: Trainer -> entries merged into the plans' ``"nnunet_ext"`` block of that trainer's
+            configuration, in memory (plugin trainers only; e.g. ``{"NRDiceAdaptiveMTTrainer": {"mean_teacher":
+            {"ema_late": 0.99}}}`` for a short budget). The model folder's ``plans.json`` records them.
     """
 
     trainers: tuple[str, ...]
@@ -151,6 +154,7 @@ class BenchmarkSpec:
     tile_step_size: float = 0.5
     num_processes: int = 0
     results_dir: str | None = None
+    trainer_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         setf = object.__setattr__
@@ -178,6 +182,16 @@ class BenchmarkSpec:
             )
         if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        overrides = dict(self.trainer_overrides or {})
+        for trainer, block in overrides.items():
+            if trainer not in trainers:
+                raise ValueError(
+                    f"trainer_overrides names {trainer!r}, which is not in trainers {list(trainers)}"
+                    + did_you_mean(trainer, trainers)
+                )
+            if not isinstance(block, Mapping):
+                raise ValueError(f"trainer_overrides[{trainer!r}] must be a JSON object, got {block!r}")
+        setf(self, "trainer_overrides", {str(k): json.loads(json.dumps(v)) for k, v in overrides.items()})
         for name in ("test_images", "references"):
             mapping = dict(getattr(self, name) or {})
             unknown = [k for k in mapping if str(k) not in self.datasets]

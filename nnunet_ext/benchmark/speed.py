@@ -15,6 +15,8 @@ Protocol:
   ``nnUNetPredictor.predict_logits_from_preprocessed_data`` (sliding window, nnU-Net's default mirroring unless
   disabled) with the network nnU-Net's predictor would build (no deep supervision). nnU-Net caps the threads of this
   call at ``nnUNet_def_n_proc``.
+- On a machine shared with other jobs, run with ``OMP_NUM_THREADS=1``: multi-threaded CPU kernels then wait for
+  descheduled threads and single operations slow down several-fold, erratically.
 """
 
 from __future__ import annotations

@@ -99,6 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="[DATASET=]FOLDER",
         help="CLEAN reference labels of the test images (default: the dataset's labelsTs); repeat per dataset",
     )
+    parser.add_argument(
+        "--trainer-override",
+        action="append",
+        default=None,
+        metavar="TRAINER=JSON",
+        help='plans "nnunet_ext" entries for one plugin trainer, e.g. '
+        'NRDiceAdaptiveMTTrainer=\'{"mean_teacher": {"ema_late": 0.99}}\'; repeatable',
+    )
     parser.add_argument("--metrics", nargs="+", default=None, help="report metrics (default: Dice HD95_mm RVE)")
     parser.add_argument("--size-edges", type=float, nargs="+", default=None, metavar="CC", help="default: 50 200")
     parser.add_argument("--brats-empty", action="store_true", default=None, help="HD95 373.13 mm when one mask empty")
@@ -148,6 +156,15 @@ def spec_from_args(args: argparse.Namespace):
         mapping = _folder_map(getattr(args, dest), datasets, flag)
         if mapping is not None:
             data[key] = {**data.get(key, {}), **mapping}
+    for entry in args.trainer_override or []:
+        trainer, sep, text = entry.partition("=")
+        try:
+            block = json.loads(text) if sep else None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--trainer-override {entry!r}: the part after '=' is not valid JSON ({err})") from None
+        if not isinstance(block, dict):
+            raise ValueError(f"--trainer-override {entry!r}: use TRAINER='{{...JSON object...}}'")
+        data["trainer_overrides"] = {**data.get("trainer_overrides", {}), trainer: block}
     return BenchmarkSpec.from_dict(data)
 
 

@@ -5,6 +5,8 @@ All trainers run in one process on the same batches drawn once from nnU-Net's da
 
     nnunet-ext speed -d 502 -c 2d -tr NRDiceAdaptiveMTTrainer nnUNetTrainer:2d NRDiceTrainer:2d_coplenet \\
         --iterations 30 --warmup 3 -device cpu --inference
+
+On a shared machine prefix ``OMP_NUM_THREADS=1`` for stable CPU numbers.
 """
 
 from __future__ import annotations

@@ -59,6 +59,8 @@ def fake_finished(paths: runner.RunPaths, spec: BenchmarkSpec, shift: float) -> 
     (paths.run_dir / "summary.json").write_text(json.dumps(summary_for(shift)))
     files = [f"{c}.nii.gz" for c in CASES]
     run_record = {"prediction_files": files, "wall_s": {"train_s": 1.0}, "finished": "x", "model_trained_now": True}
+    run_record.update(test_images=str(paths.test_images), references=str(paths.references))
+    run_record["prediction"] = {"disable_tta": spec.disable_tta, "tile_step_size": spec.tile_step_size}
     (paths.run_dir / runner.RUN_RECORD).write_text(json.dumps(run_record))
 
 
@@ -85,6 +87,10 @@ def test_finished_runs_are_skipped_and_reported(fake_dataset, tmp_path):
 
     (all_paths[1].predictions / f"{CASES[0]}.nii.gz").unlink()  # a missing prediction un-finishes the run
     assert not runner.run_is_finished(all_paths[1])
+    other_refs = BenchmarkSpec(**{**spec.__dict__, "references": {"703": str(tmp_path)}})
+    assert not runner.run_is_finished(runner.run_paths(other_refs, tmp_path)[0])  # other references: evaluate again
+    no_tta = BenchmarkSpec(**{**spec.__dict__, "disable_tta": True})
+    assert not runner.run_is_finished(runner.run_paths(no_tta, tmp_path)[0])  # other prediction settings
 
 
 def test_reused_model_must_match_budget_and_seed(fake_dataset, tmp_path):
@@ -97,10 +103,16 @@ def test_reused_model_must_match_budget_and_seed(fake_dataset, tmp_path):
     with pytest.raises(ValueError, match="not trained by the benchmark"):
         runner.remove_model_fold(fold_dir)
 
-    record = runner._training_record("DiceTrainer", "703", "2d", 0, "nnUNetPlans", TrainingBudget(num_epochs=3), 1)
+    record_budget = TrainingBudget(num_epochs=3)
+    record = runner._training_record("DiceTrainer", "703", "2d", 0, "nnUNetPlans", record_budget, 1)
     (fold_dir / runner.TRAINING_RECORD).write_text(json.dumps(record))
     with pytest.raises(ValueError, match=r"trained with other settings .*'budget'"):
         runner.train_model("DiceTrainer", "703", "2d", 0, **kwargs)
+    with pytest.raises(ValueError, match=r"trained with other settings .*'ext_overrides'"):
+        overrides = {"loss": {"gamma": 2.0}}
+        runner.train_model(
+            "DiceTrainer", "703", "2d", 0, **{**kwargs, "budget": record_budget, "ext_overrides": overrides}
+        )
     reused = runner.train_model("DiceTrainer", "703", "2d", 0, **{**kwargs, "budget": TrainingBudget(num_epochs=3)})
     assert reused.trained is False and reused.record["budget"]["num_epochs"] == 3
     runner.remove_model_fold(fold_dir)
@@ -115,8 +127,23 @@ def test_check_spec_fails_early(fake_dataset, tmp_path):
             BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",), configurations=("3d_fullres",)), tmp_path
         )
     spec = BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",), references={"703": str(tmp_path / "nope")})
-    with pytest.raises(FileNotFoundError, match="references folder .*nope.* --ref"):
+    with pytest.raises(FileNotFoundError, match="references folder .*nope.* set it with --ref or"):
         runner.check_spec(spec, tmp_path)
+
+
+def test_overrides_only_for_plugin_trainers(fake_dataset, tmp_path):
+    spec = BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",), trainer_overrides={"nnUNetTrainer": {"a": 1}})
+    with pytest.raises(ValueError, match="nnUNetTrainer is not an nnunet_ext trainer"):
+        runner.check_spec(spec, tmp_path)
+    with pytest.raises(ValueError, match="nnUNetTrainer is not an nnunet_ext trainer"):
+        runner.build_trainer("nnUNetTrainer", "703", "2d", 0, device="cpu", ext_overrides={"num_epochs": 3})
+
+
+def test_merge_ext_block_merges_addon_entries():
+    block = {"num_epochs": 5, "mean_teacher": {"ema_late": 0.999, "gate_window": 50}}
+    merged = runner.merge_ext_block(block, {"mean_teacher": {"ema_late": 0.99}, "loss": {"gamma": 2}})
+    assert merged == {"num_epochs": 5, "mean_teacher": {"ema_late": 0.99, "gate_window": 50}, "loss": {"gamma": 2}}
+    assert block["mean_teacher"]["ema_late"] == 0.999  # input untouched
 
 
 def test_seed_everything_repeats_draws():

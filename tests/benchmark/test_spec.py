@@ -54,6 +54,8 @@ def test_missing_required_keys():
         ({"num_processes": -1}, r"num_processes must be an integer >= 0"),
         ({"seed": -2}, r"seed must be an integer >= 0"),
         ({"disable_tta": "yes"}, r"disable_tta must be true or false"),
+        ({"trainer_overrides": {"NRDiceTrainr": {}}}, r"names 'NRDiceTrainr'.*did you mean 'NRDiceTrainer'\?"),
+        ({"trainer_overrides": {"NRDiceTrainer": 3}}, r"must be a JSON object, got 3"),
     ],
 )
 def test_bad_values_name_the_value(kwargs, message):
@@ -62,7 +64,8 @@ def test_bad_values_name_the_value(kwargs, message):
 
 
 def test_json_round_trip(tmp_path):
-    spec = make(folds=[0, "all"], num_epochs=2, references={"502": "/clean/labelsTs"}, metrics=["Dice"])
+    overrides = {"NRDiceTrainer": {"loss": {"gamma": 2.0}}}
+    spec = make(folds=[0, "all"], num_epochs=2, references={"502": "/clean/labelsTs"}, trainer_overrides=overrides)
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec.to_dict()))
     assert BenchmarkSpec.from_json(path) == spec

@@ -38,6 +38,13 @@ def test_reference_folders_per_dataset():
     assert one.references == {"5": "/c"}
 
 
+def test_trainer_override_flag():
+    args = parse(["-o", "o", "-d", "5", "-tr", "A", "--trainer-override", 'A={"mean_teacher": {"ema_late": 0.99}}'])
+    assert cli.spec_from_args(args).trainer_overrides == {"A": {"mean_teacher": {"ema_late": 0.99}}}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        cli.spec_from_args(parse(["-o", "o", "-d", "5", "-tr", "A", "--trainer-override", "A={bad"]))
+
+
 def test_unknown_spec_key_reaches_the_user(tmp_path):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps({"trainers": ["A"], "datasets": [5], "iterations": 2}))
@@ -63,6 +70,7 @@ def test_tiny_benchmark_end_to_end_then_resumed(tiny_bench, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = "benchmark -d 701 -tr NRDiceTrainer --epochs 1 --iterations-per-epoch 2 --val-iterations-per-epoch 1"
     argv = [*argv.split(), "-device", "cpu", "--disable-tta", "--no-progress", "-o", str(out)]
+    argv += ["--trainer-override", 'NRDiceTrainer={"loss": {"gamma": 2.0}}']
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count(" done") == 2
@@ -77,6 +85,11 @@ def test_tiny_benchmark_end_to_end_then_resumed(tiny_bench, tmp_path, capsys):
     record = json.loads((fold_dir / "nnunet_ext_training.json").read_text())
     assert record["effective"] == {"num_epochs": 1, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1}
     assert (fold_dir / "validation" / "summary.json").is_file()  # nnU-Net's final validation ran
+    model_plans = json.loads((fold_dir.parent / "plans.json").read_text())  # the override, recorded with the model
+    assert model_plans["configurations"]["2d"]["nnunet_ext"] == {"loss": {"gamma": 2.0}}
+    assert record["ext_overrides"] == {"loss": {"gamma": 2.0}}
+    stock_plans = out / "nnUNet_results" / DATASET / "nnUNetTrainer__nnUNetPlans__2d" / "plans.json"
+    assert "nnunet_ext" not in json.loads(stock_plans.read_text())["configurations"]["2d"]
     run_dir = out / "runs" / DATASET / "2d" / "NRDiceTrainer" / "fold_0"
     assert len(list((run_dir / "predictions").glob("*.nii.gz"))) == 2
     manifest = json.loads((out / "manifest.json").read_text())
