@@ -5,7 +5,7 @@ uses absolute imports only and has no side effects. Names are API (results folde
 
 | trainer | loss | add-ons |
 |---|---|---|
-| NRDiceTrainer | noise-robust Dice, gamma 1.5 (COPLE Eq. 3) | - |
+| NRDiceTrainer | noise-robust Dice, gamma 1.5, linear denominator (authors' code) | - |
 | CETrainer, FocalCETrainer (gamma 2), FocalCE05Trainer (gamma 0.5), MAETrainer, GCETrainer (q 0.7) | CE fam. | - |
 | DiceTrainer (Milletari), SorensenDiceTrainer, FocalDiceTrainer (beta 0.5), CEDiceTrainer, MAEDiceTrainer | Dice | - |
 | DiceMTTrainer, DiceMTAdaTTrainer, DiceMTAdaSTrainer, DiceAdaptiveMTTrainer | Dice | mean teacher (COPLE Table III) |
@@ -24,9 +24,16 @@ from nnunet_ext.training.swa import SWAConfig
 
 
 class NRDiceTrainer(ExtTrainerBase):
-    """Noise-robust Dice (COPLE Eq. 3, gamma 1.5) replaces nnU-Net's Dice + CE."""
+    """Noise-robust Dice (gamma 1.5) replaces nnU-Net's Dice + CE.
 
-    loss_spec = LossSpec("noise_robust_dice", {"gamma": 1.5})
+    The trainers use the denominator of the authors' released code (PyMIC, linear: sum p + sum g), not the squared
+    one printed as Eq. 3: with gamma < 2 the squared form rewards false positives when a batch holds little or no
+    foreground (its value falls as every probability rises), and nnU-Net training collapsed to "everything is
+    foreground" on small lesions (demo data: Dice 0.02). Eq. 3 is one plans entry away:
+    ``"nnunet_ext": {"loss": {"denominator": "squared"}}``.
+    """
+
+    loss_spec = LossSpec("noise_robust_dice", {"gamma": 1.5, "denominator": "linear"})
 
 
 class CETrainer(ExtTrainerBase):
