@@ -14,12 +14,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from nnunet_ext.benchmark.report import read_results_csv
+from nnunet_ext.benchmark.report import read_results_csv, rows_from_summary
 from nnunet_ext.evaluation.stats import paired_tests
 
 METRICS = (("Dice", "Dice", 1.0), ("HD95_mm", "HD95 (mm)", 1.0), ("RVE", "RVE", 1.0))
@@ -81,10 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle", type=Path, required=True, help="benchmark output folder of the clean dataset")
     parser.add_argument("--baseline", default="nnUNetTrainer:2d_cpu", help="TRAINER:CONFIGURATION on noisy labels")
     parser.add_argument("--oracle-run", default="nnUNetTrainer:2d_cpu", help="TRAINER:CONFIGURATION on clean labels")
+    parser.add_argument(
+        "--extra-run",
+        action="append",
+        default=[],
+        metavar="TRAINER_LABEL:CONFIGURATION=SUMMARY_JSON",
+        help="add a noisy-label run from its summary.json (e.g. an ablation with other settings); repeatable",
+    )
     parser.add_argument("-o", "--output", type=Path, help="write the markdown table here too")
     args = parser.parse_args(argv)
+    noisy_rows = read_results_csv(args.noisy / "results.csv")
+    for extra in args.extra_run:
+        name, summary = extra.split("=", 1)
+        trainer, configuration = name.split(":", 1)
+        noisy_rows += rows_from_summary(json.loads(Path(summary).read_text()), "", configuration, trainer, 0)
     table = build_table(
-        read_results_csv(args.noisy / "results.csv"),
+        noisy_rows,
         read_results_csv(args.oracle / "results.csv"),
         tuple(args.baseline.split(":", 1)),
         tuple(args.oracle_run.split(":", 1)),
