@@ -190,3 +190,63 @@ def test_flagship_trains_and_predicts_with_teacher(tiny_lesion_2d, tmp_path):
         env,
     )
     assert len(list(out.glob("*.nii.gz"))) == 2
+
+
+@requires_install
+def test_coplenet_configuration_with_flagship_train_resume_predict(tiny_lesion_2d, tmp_path):
+    """add-config -> nnUNetv2_train 2d_coplenet with the flagship -> --c -> nnUNetv2_predict (issue 4)."""
+    ds = tiny_lesion_2d
+    env = clean_env()
+    run(
+        [
+            str(BIN / "nnunet-ext"),
+            "add-config",
+            "-d",
+            str(ds.id),
+            "--base",
+            "2d",
+            "--arch",
+            "coplenet",
+            "--name",
+            "2d_coplenet",
+            "--arch-kwargs",
+            '{"features_per_stage": [8, 16, 32, 64, 128]}',
+        ],
+        env,
+    )
+    set_ext_block(ds, num_epochs=1, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)  # inherited
+    common = [str(ds.id), "2d_coplenet", "0", "-tr", "NRDiceAdaptiveMTTrainer", "-device", "cpu"]
+    run([str(BIN / "nnUNetv2_train"), *common], env)
+    set_ext_block(ds, num_epochs=2, num_iterations_per_epoch=2, num_val_iterations_per_epoch=1)
+    run([str(BIN / "nnUNetv2_train"), *common, "--c"], env)
+    fold = ds.dirs.results / ds.name / "NRDiceAdaptiveMTTrainer__nnUNetPlans__2d_coplenet" / "fold_0"
+    ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=False, map_location="cpu")
+    assert ckpt["current_epoch"] == 2 and ckpt["nnunet_ext_state"]["mean_teacher"]["step"] == 4
+    assert any(k.startswith("decoder.seg_layers") for k in ckpt["network_weights"])  # COPLE-Net weights
+    out = tmp_path / "pred"
+    run(
+        [
+            str(BIN / "nnUNetv2_predict"),
+            "-i",
+            str(ds.raw / "imagesTs"),
+            "-o",
+            str(out),
+            "-d",
+            str(ds.id),
+            "-c",
+            "2d_coplenet",
+            "-f",
+            "0",
+            "-tr",
+            "NRDiceAdaptiveMTTrainer",
+            "-device",
+            "cpu",
+            "--disable_tta",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
+        env,
+    )
+    assert len(list(out.glob("*.nii.gz"))) == 2

@@ -209,3 +209,31 @@ def test_mean_teacher_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
     np.testing.assert_allclose(a, b, rtol=1e-6)
     for (k, v1), v2 in zip(mt.teacher.module.state_dict().items(), fmt.teacher.module.state_dict().values()):
         torch.testing.assert_close(v1, v2, msg=k)
+
+
+def test_swa_phase_runs_and_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
+    """A tiny SWA phase through run_training(); checkpoint_final restores average, count and student (issue 5)."""
+    block = {
+        "num_epochs": 1,
+        "num_iterations_per_epoch": 2,
+        "num_val_iterations_per_epoch": 1,
+        "swa": {"cycles": 2, "cycle_epochs": 1, "snapshot_every": 1, "bn_update_batches": 1},
+    }
+    trainer = make_trainer(tiny_lesion_2d, "NRDiceSWATrainer", **block)
+    assert trainer.num_epochs == 3 and trainer.ext_main_epochs == 1
+    trainer.run_training()
+    swa = trainer.ext_addons[0]
+    assert swa.num_snapshots == 3  # the final main-schedule weights + one per cycle epoch
+    assert trainer.logger.get_value("ext_swa_snapshots", step=None) == [0, 2, 3]
+    ckpt = torch.load(Path(trainer.output_folder) / "checkpoint_final.pth", weights_only=False)
+    for k, v in swa.average.module.state_dict().items():
+        assert torch.equal(ckpt["network_weights"][k], v)
+    fresh = make_trainer(tiny_lesion_2d, "NRDiceSWATrainer", **block)
+    fresh.load_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
+    assert fresh.ext_addons[0].num_snapshots == 3
+    for (k, v), w in zip(
+        swa.average.module.state_dict().items(), fresh.ext_addons[0].average.module.state_dict().values()
+    ):
+        assert torch.equal(v, w), k
+    for (k, v), w in zip(trainer.network.state_dict().items(), fresh.network.state_dict().values()):
+        assert torch.equal(v, w), k
