@@ -37,26 +37,13 @@ from nnunet_ext.benchmark.runner import (
     write_json_atomic,
 )
 from nnunet_ext.benchmark.spec import BenchmarkSpec, TrainingBudget
+from nnunet_ext.noise.simulate import link_tree
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "label_update_manifest.json"
 CLEAN_LABELS_DIR = "labelsTr_clean"  # as written by nnunet_ext.noise.simulate
 _CARRIED_OVER = ("imagesTr", "imagesTs", "labelsTs", CLEAN_LABELS_DIR)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # other file system, or links not permitted
-        shutil.copy2(src, dst)
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.iterdir()):
-        if path.is_file():
-            _link_or_copy(path, dst / path.name)
 
 
 def _raw_root() -> Path:
@@ -272,7 +259,7 @@ def _build_dataset(
     try:
         for sub in _CARRIED_OVER:
             if (source_raw / sub).is_dir():
-                _link_tree(source_raw / sub, tmp / sub)
+                link_tree(source_raw / sub, tmp / sub)
         (tmp / "labelsTr").mkdir(parents=True)
         old_labels = sorted(p.name for p in (source_raw / "labelsTr").iterdir() if p.name.endswith(file_ending))
         for name in old_labels:

@@ -46,14 +46,16 @@ CLEAN_LABELS_DIR = "labelsTr_clean"
 _UNCHANGED_DIRS = ("imagesTr", "imagesTs", "labelsTs")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst``, or copy where links are not possible."""
     try:
         os.link(src, dst)
     except OSError:  # other file system, or links not permitted
         shutil.copy2(src, dst)
 
 
-def _link_tree(src: Path, dst: Path) -> int:
+def link_tree(src: Path, dst: Path) -> int:
+    """Mirror the files below ``src`` into ``dst`` with :func:`link_or_copy`; returns the number of files."""
     dst.mkdir(parents=True, exist_ok=True)
     n = 0
     for path in sorted(src.rglob("*")):
@@ -62,7 +64,7 @@ def _link_tree(src: Path, dst: Path) -> int:
             target.mkdir(parents=True, exist_ok=True)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(path, target)
+            link_or_copy(path, target)
             n += 1
     return n
 
@@ -173,10 +175,10 @@ def simulate_noisy_dataset(
         manifest = _manifest(src, dst, lvl, int(seed), label_def, records)
         if dry_run:
             return manifest
-        _link_tree(src / "labelsTr", tmp / CLEAN_LABELS_DIR)
+        link_tree(src / "labelsTr", tmp / CLEAN_LABELS_DIR)
         for sub in _UNCHANGED_DIRS:
             if (src / sub).is_dir():
-                _link_tree(src / sub, tmp / sub)
+                link_tree(src / sub, tmp / sub)
         new_ds = dict(ds)
         new_ds["name"] = name if name is not None else _dataset_name(dst)
         with open(tmp / "dataset.json", "w") as f:
