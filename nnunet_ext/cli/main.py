@@ -30,7 +30,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nnunet-ext", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nnunet-ext", description="nnU-Net v2 plugin: noise-robust training, COPLE-Net, BraTS 2020 pipeline."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
