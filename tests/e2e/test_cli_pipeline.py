@@ -49,6 +49,35 @@ def run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.
     return proc
 
 
+def predict(dataset, out, trainer: str, configuration: str, env: dict[str, str]) -> None:
+    """Stock nnUNetv2_predict of the dataset's test images, fold 0, no TTA, in-process workers."""
+    run(
+        [
+            str(BIN / "nnUNetv2_predict"),
+            "-i",
+            str(dataset.raw / "imagesTs"),
+            "-o",
+            str(out),
+            "-d",
+            str(dataset.id),
+            "-c",
+            configuration,
+            "-f",
+            "0",
+            "-tr",
+            trainer,
+            "-device",
+            "cpu",
+            "--disable_tta",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+        ],
+        env,
+    )
+
+
 def set_ext_block(dataset, **block) -> None:
     plans_file = dataset.dirs.preprocessed / dataset.name / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
@@ -97,31 +126,7 @@ def test_train_resume_predict_find_best_with_nrdice(tiny_lesion_2d, tmp_path):
     assert resumed["logging"]["train_losses"][0] == first["logging"]["train_losses"][0]
 
     out = tmp_path / "pred"
-    run(
-        [
-            str(BIN / "nnUNetv2_predict"),
-            "-i",
-            str(ds.raw / "imagesTs"),
-            "-o",
-            str(out),
-            "-d",
-            str(ds.id),
-            "-c",
-            "2d",
-            "-f",
-            "0",
-            "-tr",
-            "NRDiceTrainer",
-            "-device",
-            "cpu",
-            "--disable_tta",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-        ],
-        env,
-    )
+    predict(ds, out, "NRDiceTrainer", "2d", env)
     for ref in sorted((ds.raw / "labelsTs").glob("*.nii.gz")):
         pred, img = (
             sitk.ReadImage(str(out / ref.name)),
@@ -164,31 +169,7 @@ def test_flagship_trains_and_predicts_with_teacher(tiny_lesion_2d, tmp_path):
     assert any(not torch.equal(ckpt["network_weights"][k], v) for k, v in ckpt["nnunet_ext_student_weights"].items())
     assert (fold / "progress_nnunet_ext.png").is_file() and (fold / "validation" / "summary.json").is_file()
     out = tmp_path / "pred"
-    run(
-        [
-            str(BIN / "nnUNetv2_predict"),
-            "-i",
-            str(ds.raw / "imagesTs"),
-            "-o",
-            str(out),
-            "-d",
-            str(ds.id),
-            "-c",
-            "2d",
-            "-f",
-            "0",
-            "-tr",
-            "NRDiceAdaptiveMTTrainer",
-            "-device",
-            "cpu",
-            "--disable_tta",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-        ],
-        env,
-    )
+    predict(ds, out, "NRDiceAdaptiveMTTrainer", "2d", env)
     assert len(list(out.glob("*.nii.gz"))) == 2
 
 
@@ -224,29 +205,5 @@ def test_coplenet_configuration_with_flagship_train_resume_predict(tiny_lesion_2
     assert ckpt["current_epoch"] == 2 and ckpt["nnunet_ext_state"]["mean_teacher"]["step"] == 4
     assert any(k.startswith("decoder.seg_layers") for k in ckpt["network_weights"])  # COPLE-Net weights
     out = tmp_path / "pred"
-    run(
-        [
-            str(BIN / "nnUNetv2_predict"),
-            "-i",
-            str(ds.raw / "imagesTs"),
-            "-o",
-            str(out),
-            "-d",
-            str(ds.id),
-            "-c",
-            "2d_coplenet",
-            "-f",
-            "0",
-            "-tr",
-            "NRDiceAdaptiveMTTrainer",
-            "-device",
-            "cpu",
-            "--disable_tta",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-        ],
-        env,
-    )
+    predict(ds, out, "NRDiceAdaptiveMTTrainer", "2d_coplenet", env)
     assert len(list(out.glob("*.nii.gz"))) == 2
