@@ -57,7 +57,8 @@ class TrainerConfig:
 
 
 def parse_pairs(entries: Sequence[str], default_configuration: str) -> list[TrainerConfig]:
-    """``TRAINER`` or ``TRAINER:CONFIG`` entries; the reference ``nnUNetTrainer`` is put first (added if absent)."""
+    """``TRAINER`` or ``TRAINER:CONFIG`` entries; the reference, stock ``nnUNetTrainer`` on the default configuration,
+    is put first (added if absent). ``nnUNetTrainer`` on another configuration is timed like any other entry."""
     pairs = []
     for entry in entries:
         trainer, _, configuration = entry.partition(":")
@@ -67,10 +68,8 @@ def parse_pairs(entries: Sequence[str], default_configuration: str) -> list[Trai
         if pair in pairs:
             raise ValueError(f"{pair} is listed twice")
         pairs.append(pair)
-    reference = next((p for p in pairs if p.trainer == REFERENCE_TRAINER), None)
-    if reference is None:
-        reference = TrainerConfig(REFERENCE_TRAINER, default_configuration)
-    else:
+    reference = TrainerConfig(REFERENCE_TRAINER, default_configuration)
+    if reference in pairs:
         pairs.remove(reference)
     return [reference, *pairs]
 

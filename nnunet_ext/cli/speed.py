@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="TRAINER[:CONFIG]",
-        help="trainers, optionally with their configuration; nnUNetTrainer (the reference) is added if absent",
+        help="trainers, optionally with their configuration; the reference, nnUNetTrainer on -c, is added if absent",
     )
     parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per trainer (default: 20)")

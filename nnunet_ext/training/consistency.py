@@ -96,13 +96,19 @@ def clamped_noise(like: torch.Tensor, std: float, clip: float) -> torch.Tensor:
 
 def global_mean(value: torch.Tensor | float) -> float:
     """Mean of a scalar over DDP ranks (the value itself without DDP)."""
+    return float(global_mean_tensor(torch.as_tensor(value)))
+
+
+def global_mean_tensor(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a scalar tensor over DDP ranks, in float64 on the tensor's device, without a host synchronisation."""
+    t = value.detach().to(torch.float64)
     if dist.is_available() and dist.is_initialized():
-        t = torch.as_tensor(value, dtype=torch.float64).detach().clone()
+        t = t.clone()
         if dist.get_backend() == "nccl":
             t = t.cuda()
         dist.all_reduce(t)
-        return float(t) / dist.get_world_size()
-    return float(value)
+        t = t / dist.get_world_size()
+    return t
 
 
 def full_resolution(output: Any) -> torch.Tensor:
@@ -136,7 +142,8 @@ class MeanTeacher(TrainerAddon):
         self.teacher: nn.Module | None = None
         self.gate = PercentileGate(config.gate_window, config.gate_percentile)
         self.step = 0
-        self._pending: tuple[float, float] | None = None
+        self._teacher_forward: nn.Module | None = None
+        self._pending: tuple[torch.Tensor, ...] | None = None  # L_S, L_T, lambda, L_C of the step in flight
         self._epoch_stats: dict[str, list[float]] = self._empty_stats()
 
     @staticmethod
@@ -144,7 +151,9 @@ class MeanTeacher(TrainerAddon):
         return {"update": [], "lambda": [], "student": [], "teacher": [], "consistency": []}
 
     # decisions (pure given the reduced losses; exercised under gloo DDP in tests)
-    def consistency_weight(self, student_loss: float, teacher_loss: float) -> float:
+    def consistency_weight(
+        self, student_loss: float | torch.Tensor, teacher_loss: float | torch.Tensor
+    ) -> float | torch.Tensor:
         cfg = self.config
         if cfg.adaptive_student:
             lam = adaptive_consistency_weight(
@@ -174,6 +183,8 @@ class MeanTeacher(TrainerAddon):
     # hooks
     def setup(self, trainer: ExtTrainerBase) -> None:
         self.teacher = make_ema(unwrap(trainer.network)).to(trainer.device)
+        # the teacher's forward is compiled whenever nnU-Net compiles the student (nnUNet_compile, CUDA default)
+        self._teacher_forward = torch.compile(self.teacher.module) if trainer._do_i_compile() else self.teacher.module
 
     def on_train_start(self, trainer: ExtTrainerBase) -> None:
         if self.step == 0:  # fresh start: the teacher copies the student as it is now (e.g. pretrained weights)
@@ -186,25 +197,30 @@ class MeanTeacher(TrainerAddon):
     def extra_loss(self, trainer, data, output, target, seg_loss):
         teacher_in = data + clamped_noise(data, self.config.input_noise_std, self.config.input_noise_clip)
         with torch.no_grad():
-            teacher_out = self.teacher.module(teacher_in)
+            teacher_out = self._teacher_forward(teacher_in)
             teacher_loss = trainer.loss(teacher_out, target)
         consistency = mae_consistency(
             full_resolution(output), full_resolution(teacher_out), trainer.label_manager.has_regions
         )
-        l_s, l_t = global_mean(seg_loss.detach()), global_mean(teacher_loss)
+        # decided on the device: reading the losses here would stall the GPU queue before the backward pass
+        l_s, l_t = global_mean_tensor(seg_loss), global_mean_tensor(teacher_loss)
         lam = self.consistency_weight(l_s, l_t)
-        self._pending = (l_s, lam)
-        stats = self._epoch_stats
-        stats["lambda"].append(lam)
-        stats["student"].append(l_s)
-        stats["teacher"].append(l_t)
-        stats["consistency"].append(float(consistency.detach()))
+        self._pending = (l_s, l_t, torch.as_tensor(lam, dtype=torch.float64), consistency.detach())
         return lam * consistency
 
     def after_optimizer_step(self, trainer: ExtTrainerBase, seg_loss: torch.Tensor) -> None:
         assert self._pending is not None, "extra_loss must run before after_optimizer_step"
-        student_loss, _ = self._pending
+        # one host synchronisation per step, after the optimizer step was queued (stock nnU-Net syncs there too)
+        device = self._pending[0].device
+        student_loss, teacher_loss, lam, consistency = torch.stack(
+            [v.to(device=device, dtype=torch.float64) for v in self._pending]
+        ).tolist()
         self._pending = None
+        stats = self._epoch_stats
+        stats["lambda"].append(lam)
+        stats["student"].append(student_loss)
+        stats["teacher"].append(teacher_loss)
+        stats["consistency"].append(consistency)
         decay = self.teacher_update_decay(student_loss, trainer.current_epoch, trainer.ext_main_epochs)
         if decay is not None:
             ema_update_(self.teacher, unwrap(trainer.network), decay)

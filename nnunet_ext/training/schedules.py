@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
+import torch
 
 
 def ema_decay(
@@ -98,24 +99,28 @@ class PercentileGate:
 
 
 def adaptive_consistency_weight(
-    student_loss: float,
-    teacher_loss: float,
+    student_loss: float | torch.Tensor,
+    teacher_loss: float | torch.Tensor,
     high: float = 0.1,
     low: float = 0.01,
     rule: Literal["prose", "eq7"] = "prose",
-) -> float:
+) -> float | torch.Tensor:
     """AdaS consistency weight lambda.
 
     ``rule="prose"`` (default, [D]): ``high`` when the teacher is better on the batch (L_T < L_S), else ``low``.
     ``rule="eq7"``: the comparison as printed in the paper's Eq. 7 (``high`` when L_T > L_S), for ablations.
 
-    Identities pinned by tests: ties give ``low`` under both rules.
+    Identities pinned by tests: ties give ``low`` under both rules. Scalar tensors give a tensor on their device.
     """
     if rule == "prose":
-        return high if teacher_loss < student_loss else low
-    if rule == "eq7":
-        return high if teacher_loss > student_loss else low
-    raise ValueError(f"rule must be 'prose' or 'eq7', got {rule!r}")
+        better = teacher_loss < student_loss
+    elif rule == "eq7":
+        better = teacher_loss > student_loss
+    else:
+        raise ValueError(f"rule must be 'prose' or 'eq7', got {rule!r}")
+    if isinstance(better, torch.Tensor):  # decided on the device: no host synchronisation inside the step
+        return torch.where(better, high, low)
+    return high if better else low
 
 
 def constant_then_cosine(base_lr: float, epoch: int, num_epochs: int, constant_fraction: float = 0.5) -> float:

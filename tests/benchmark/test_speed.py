@@ -26,9 +26,18 @@ def test_reference_is_added_first():
     ]
 
 
-def test_listed_reference_moves_first_with_its_configuration():
-    pairs = parse_pairs(["A", "nnUNetTrainer:3d_fullres"], "2d")
-    assert pairs[0] == TrainerConfig("nnUNetTrainer", "3d_fullres")
+def test_listed_reference_moves_first():
+    pairs = parse_pairs(["A", "nnUNetTrainer:3d_fullres"], "3d_fullres")
+    assert pairs == [TrainerConfig("nnUNetTrainer", "3d_fullres"), TrainerConfig("A", "3d_fullres")]
+
+
+def test_stock_trainer_on_another_configuration_is_not_the_reference():
+    pairs = parse_pairs(["nnUNetTrainer:2d_coplenet", "A"], "2d")
+    assert pairs == [
+        TrainerConfig("nnUNetTrainer", "2d"),
+        TrainerConfig("nnUNetTrainer", "2d_coplenet"),
+        TrainerConfig("A", "2d"),
+    ]
 
 
 @pytest.mark.parametrize("entry", ["A:", ":2d"])

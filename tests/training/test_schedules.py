@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from nnunet_ext.training.schedules import (
     PercentileGate,
@@ -70,6 +71,9 @@ def test_gate_state_round_trip_and_window_mismatch():
 )
 def test_adaptive_consistency_weight(l_s, l_t, rule, expected):
     assert adaptive_consistency_weight(l_s, l_t, 0.1, 0.01, rule) == expected
+    # the same decision on scalar tensors (the trainer decides on the device, without a host sync)
+    lam = adaptive_consistency_weight(torch.tensor(l_s, dtype=torch.float64), torch.tensor(l_t), 0.1, 0.01, rule)
+    assert isinstance(lam, torch.Tensor) and lam.ndim == 0 and float(lam) == pytest.approx(expected)
 
 
 def test_adaptive_consistency_weight_rejects_unknown_rule():
