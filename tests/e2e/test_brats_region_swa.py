@@ -5,7 +5,8 @@ Follows examples/brats/README.md: dataset 601 (6 train + 2 test, 16 x 32 x 32) i
 schedule and 2 one-epoch SWA cycles (snapshot every epoch: 1 + 2 = 3 snapshots), which ``nnunet-ext add-config --arch
 dilated_unet`` (width 4) inherits. ``RegionDiceSWATrainer`` trains through nnU-Net's ``run_training()``; the
 checkpoint must export the mean of the captured snapshots. Then ``nnunet-ext predict --tta rot90`` and ``--tta none``
-write two prediction folders, which ``nnunet-ext merge-labels`` merges.
+write two prediction folders, which ``nnunet-ext merge-labels`` merges. A second test trains the adaptive mean
+teacher (``NRDiceAdaptiveMTTrainer``) on the same region dataset in 3D and predicts with the exported teacher.
 """
 
 from __future__ import annotations
@@ -140,3 +141,47 @@ def test_swa_training_rot90_prediction_and_merge(tiny_brats, tmp_path):
         _assert_same_geometry(merged, a)
         expected = merge_two_pass(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
         np.testing.assert_array_equal(sitk.GetArrayFromImage(merged), expected)
+
+
+def test_adaptive_mean_teacher_on_region_dataset(tiny_brats, tmp_path):
+    """NRDiceAdaptiveMTTrainer on sigmoid regions in 3D: trains, exports the teacher, predicts through the plugin."""
+    from nnunet_ext.trainers.nnunet_ext_trainers import NRDiceAdaptiveMTTrainer
+    from nnunet_ext.training.consistency import MeanTeacher
+
+    ds = tiny_brats
+    plans_file = ds.dirs.preprocessed / ds.name / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    config = "3d_fullres_dilated_mt"
+    plans["configurations"][config] = {
+        "inherits_from": CONFIG,  # same network; a block without the SWA entry, which this trainer does not use
+        "nnunet_ext": {"num_epochs": 1, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 1},
+    }
+    plans_file.write_text(json.dumps(plans, indent=2))
+    plans["continue_training"] = False
+    dataset_json = json.loads((ds.dirs.preprocessed / ds.name / "dataset.json").read_text())
+    trainer = NRDiceAdaptiveMTTrainer(
+        plans=plans, configuration=config, fold=0, dataset_json=dataset_json, device=torch.device("cpu")
+    )
+    trainer.initialize()
+    assert trainer.label_manager.has_regions and type(trainer.network).__name__ == "DilatedUNet3D"
+    trainer.run_training()
+
+    teacher = trainer.ext_addon(MeanTeacher).teacher.module
+    ckpt = torch.load(Path(trainer.output_folder) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    for k, v in teacher.state_dict().items():
+        torch.testing.assert_close(ckpt["network_weights"][k], v.cpu(), rtol=0, atol=0, msg=k)
+    floats = [k for k, v in ckpt["network_weights"].items() if v.dtype.is_floating_point]
+    assert any(not torch.equal(ckpt["network_weights"][k], ckpt[STUDENT_KEY][k]) for k in floats)
+    logging = ckpt["logging"]
+    assert len(logging["ext_teacher_update_fraction"]) == 1
+    for key in ("ext_student_seg_loss", "ext_teacher_seg_loss", "ext_consistency_loss"):
+        assert np.isfinite(logging[key][0]) and logging[key][0] > 0, key
+
+    out = tmp_path / "pred"
+    args = ["predict", "-i", str(ds.raw / "imagesTs"), "-o", str(out), "-d", str(DATASET_ID), "-c", config, "-f", "0"]
+    args += ["-tr", "NRDiceAdaptiveMTTrainer", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_progress_bar"]
+    assert main([*args, "--tta", "none"]) == 0
+    predictions = sorted(out.glob("*.nii.gz"))
+    assert len(predictions) == 2
+    for p in predictions:
+        assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(p))))) <= {0, 1, 2, 3}
