@@ -106,7 +106,7 @@ def test_found_by_nnunet_lookup(monkeypatch):
 # --- trainers on a real preprocessed dataset ---------------------------------------------------------------------
 
 
-def make_trainer(dataset, name: str, **block):
+def make_trainer(dataset, name: str, device: str = "cpu", **block):
     from nnunetv2.paths import nnUNet_preprocessed
 
     pre = Path(nnUNet_preprocessed) / dataset.name
@@ -116,7 +116,7 @@ def make_trainer(dataset, name: str, **block):
     plans["continue_training"] = False
     dataset_json = json.loads((pre / "dataset.json").read_text())
     cls = _named_trainers()[name]
-    trainer = cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json, device=torch.device("cpu"))
+    trainer = cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json, device=torch.device(device))
     trainer.initialize()
     return trainer
 
@@ -171,8 +171,19 @@ def test_plans_block_overrides_and_rejects_unknown_keys(tiny_lesion_2d):
         make_trainer(tiny_lesion_2d, "NRDiceTrainer", mean_teacher={"consistency_high": 0.2})
 
 
-def test_mean_teacher_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
-    trainer = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", mean_teacher={"gate_window": 2})
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")],
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mean_teacher_checkpoint_round_trip(tiny_lesion_2d, tmp_path, device):
+    """On CUDA this also covers AMP: nnU-Net's grad scaler state travels with the checkpoint."""
+    trainer = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", device, mean_teacher={"gate_window": 2})
     mt = trainer.ext_addons[0]
     for i in range(4):
         trainer.train_step(random_batch(trainer, seed=i))
@@ -182,13 +193,15 @@ def test_mean_teacher_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
     path = str(tmp_path / "ckpt.pth")
     trainer.save_checkpoint(path)
 
-    saved = torch.load(path, weights_only=False)
+    saved = torch.load(path, map_location=device, weights_only=False)
     for k in teacher:  # the exported network_weights are the teacher, the student sits under its own key
         assert torch.equal(saved["network_weights"][k], teacher[k])
         assert torch.equal(saved[STUDENT_KEY][k], student[k])
     assert saved[STATE_KEY]["mean_teacher"]["step"] == 4
+    if device == "cuda":
+        assert saved["grad_scaler_state"] is not None and trainer.grad_scaler is not None
 
-    fresh = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", mean_teacher={"gate_window": 2})
+    fresh = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", device, mean_teacher={"gate_window": 2})
     fresh.load_checkpoint(path)
     fmt = fresh.ext_addons[0]
     for k in teacher:
@@ -201,12 +214,14 @@ def test_mean_teacher_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
     for key, state in opt_a["state"].items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt_b["state"][key][name]))
+    if device == "cuda":
+        assert fresh.grad_scaler.state_dict() == trainer.grad_scaler.state_dict()
     # the next step is identical in both (same batch, same noise seed)
     torch.manual_seed(123)
     a = trainer.train_step(random_batch(trainer, seed=9))["loss"]
     torch.manual_seed(123)
     b = fresh.train_step(random_batch(fresh, seed=9))["loss"]
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-6 if device == "cpu" else 1e-4)
     for (k, v1), v2 in zip(mt.teacher.module.state_dict().items(), fmt.teacher.module.state_dict().values()):
         torch.testing.assert_close(v1, v2, msg=k)
 
