@@ -252,3 +252,61 @@ def test_swa_phase_runs_and_checkpoint_round_trip(tiny_lesion_2d, tmp_path):
         assert torch.equal(v, w), k
     for (k, v), w in zip(trainer.network.state_dict().items(), fresh.network.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_swa_resume_in_the_middle_of_a_cycle(tiny_lesion_2d, tmp_path):
+    """``--c`` from a checkpoint taken inside an SWA cycle: average, count, optimizer and cycle lr carry on."""
+    import shutil
+
+    block = {
+        "num_epochs": 1,
+        "num_iterations_per_epoch": 2,
+        "num_val_iterations_per_epoch": 1,
+        "save_every": 1,
+        "swa": {"cycles": 2, "cycle_epochs": 2, "snapshot_every": 1, "bn_update_batches": 1},
+    }
+
+    def capture(trainer, into):
+        swa = trainer.ext_addons[0]
+        update = swa.average.update_parameters
+
+        def wrapped(model):
+            into.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            update(model)
+
+        swa.average.update_parameters = wrapped
+
+    # run A: uninterrupted (epochs 0 main, 1-2 cycle 1, 3-4 cycle 2); keep the checkpoint written after epoch 1
+    a = make_trainer(tiny_lesion_2d, "NRDiceSWATrainer", **block)
+    snaps_a: list[dict[str, torch.Tensor]] = []
+    capture(a, snaps_a)
+    mid = tmp_path / "mid_cycle.pth"
+    save = a.save_checkpoint
+
+    def save_and_keep(filename):
+        save(filename)
+        if a.current_epoch == 1:
+            shutil.copy(filename, mid)
+
+    a.save_checkpoint = save_and_keep
+    a.run_training()
+    assert a.ext_addons[0].num_snapshots == 5 and len(snaps_a) == 5 and mid.is_file()
+
+    # run B: a fresh trainer resumes from the mid-cycle checkpoint (what nnUNetv2_train --c does) and finishes
+    b = make_trainer(tiny_lesion_2d, "NRDiceSWATrainer", **block)
+    b.load_checkpoint(str(mid))
+    swa_b = b.ext_addons[0]
+    assert b.current_epoch == 2 and swa_b.num_snapshots == 2  # main-schedule weights + the snapshot after epoch 1
+    for group in b.optimizer.param_groups:  # the cycle's optimizer settings, not the main schedule's
+        assert group["weight_decay"] == swa_b.config.weight_decay
+        assert group["initial_lr"] == pytest.approx(b.initial_lr * swa_b.config.lr_factor)
+    snaps_b: list[dict[str, torch.Tensor]] = []
+    capture(b, snaps_b)
+    b.run_training()
+    assert swa_b.num_snapshots == 5 and len(snaps_b) == 3
+    assert b.logger.get_value("lrs", step=None) == pytest.approx(a.logger.get_value("lrs", step=None))
+    ckpt = torch.load(Path(b.output_folder) / "checkpoint_final.pth", weights_only=False)
+    for k, v in ckpt["network_weights"].items():
+        if v.dtype.is_floating_point and "running" not in k:  # BN statistics are recomputed at the end
+            mean = torch.stack([s[k] for s in snaps_a[:2] + snaps_b]).mean(0)
+            torch.testing.assert_close(v, mean, rtol=1e-5, atol=1e-6, msg=k)
