@@ -5,8 +5,9 @@ Follows examples/brats/README.md: dataset 601 (6 train + 2 test, 16 x 32 x 32) i
 schedule and 2 one-epoch SWA cycles (snapshot every epoch: 1 + 2 = 3 snapshots), which ``nnunet-ext add-config --arch
 dilated_unet`` (width 4) inherits. ``RegionDiceSWATrainer`` trains through nnU-Net's ``run_training()``; the
 checkpoint must export the mean of the captured snapshots. Then ``nnunet-ext predict --tta rot90`` and ``--tta none``
-write two prediction folders, which ``nnunet-ext merge-labels`` merges. A second test trains the adaptive mean
-teacher (``NRDiceAdaptiveMTTrainer``) on the same region dataset in 3D and predicts with the exported teacher.
+write two prediction folders, which ``nnunet-ext merge-labels`` merges. Two more tests train on the same region dataset
+in 3D: ``RegionDiceAdamTrainer`` (Adam variant) and the adaptive mean teacher (``NRDiceAdaptiveMTTrainer``), which
+then predicts with the exported teacher.
 """
 
 from __future__ import annotations
@@ -143,26 +144,50 @@ def test_swa_training_rot90_prediction_and_merge(tiny_brats, tmp_path):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(merged), expected)
 
 
+SHORT_CONFIG = "3d_fullres_dilated_short"
+
+
+def _short_trainer(ds, cls):
+    """``cls`` on the dilated U-Net with a short schedule and no SWA entry (for trainers without SWA)."""
+    plans_file = ds.dirs.preprocessed / ds.name / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"][SHORT_CONFIG] = {
+        "inherits_from": CONFIG,
+        "nnunet_ext": {"num_epochs": 1, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 1},
+    }
+    plans_file.write_text(json.dumps(plans, indent=2))
+    plans["continue_training"] = False
+    dataset_json = json.loads((ds.dirs.preprocessed / ds.name / "dataset.json").read_text())
+    trainer = cls(
+        plans=plans, configuration=SHORT_CONFIG, fold=0, dataset_json=dataset_json, device=torch.device("cpu")
+    )
+    trainer.initialize()
+    return trainer
+
+
+def test_region_dice_adam_trainer_trains(tiny_brats):
+    """The BraTS paper's Adam variant: Adam at 1e-4 without weight decay, region Dice, one short epoch."""
+    from nnunet_ext.trainers.nnunet_ext_trainers import RegionDiceAdamTrainer
+
+    trainer = _short_trainer(tiny_brats, RegionDiceAdamTrainer)
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    trainer.run_training()
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, trainer.network.parameters()))
+    ckpt = torch.load(Path(trainer.output_folder) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["trainer_name"] == "RegionDiceAdamTrainer" and np.isfinite(ckpt["logging"]["train_losses"]).all()
+
+
 def test_adaptive_mean_teacher_on_region_dataset(tiny_brats, tmp_path):
     """NRDiceAdaptiveMTTrainer on sigmoid regions in 3D: trains, exports the teacher, predicts through the plugin."""
     from nnunet_ext.trainers.nnunet_ext_trainers import NRDiceAdaptiveMTTrainer
     from nnunet_ext.training.consistency import MeanTeacher
 
     ds = tiny_brats
-    plans_file = ds.dirs.preprocessed / ds.name / "nnUNetPlans.json"
-    plans = json.loads(plans_file.read_text())
-    config = "3d_fullres_dilated_mt"
-    plans["configurations"][config] = {
-        "inherits_from": CONFIG,  # same network; a block without the SWA entry, which this trainer does not use
-        "nnunet_ext": {"num_epochs": 1, "num_iterations_per_epoch": 3, "num_val_iterations_per_epoch": 1},
-    }
-    plans_file.write_text(json.dumps(plans, indent=2))
-    plans["continue_training"] = False
-    dataset_json = json.loads((ds.dirs.preprocessed / ds.name / "dataset.json").read_text())
-    trainer = NRDiceAdaptiveMTTrainer(
-        plans=plans, configuration=config, fold=0, dataset_json=dataset_json, device=torch.device("cpu")
-    )
-    trainer.initialize()
+    trainer = _short_trainer(ds, NRDiceAdaptiveMTTrainer)
+    config = SHORT_CONFIG
     assert trainer.label_manager.has_regions and type(trainer.network).__name__ == "DilatedUNet3D"
     trainer.run_training()
 
