@@ -108,20 +108,27 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
+def temporary_env(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable ``name`` for the duration, then restore (or remove) it."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+@contextlib.contextmanager
 def nnunet_results(path: str | os.PathLike | None) -> Iterator[None]:
     """Point ``nnUNet_results`` at ``path`` for the duration (nnU-Net reads it lazily); None leaves it alone."""
     if path is None:
         yield
         return
-    saved = os.environ.get("nnUNet_results")
-    os.environ["nnUNet_results"] = str(path)
-    try:
+    with temporary_env("nnUNet_results", str(path)):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop("nnUNet_results", None)
-        else:
-            os.environ["nnUNet_results"] = saved
 
 
 @contextlib.contextmanager

@@ -21,11 +21,10 @@ Protocol:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from nnunet_ext.benchmark.runner import (
     nnunet_results,
     resolve_device,
     seed_everything,
+    temporary_env,
 )
 
 REFERENCE_TRAINER = "nnUNetTrainer"
@@ -94,19 +94,6 @@ class SpeedResult:
     @property
     def inference_median_ms(self) -> float | None:
         return float(np.median(self.inference_ms)) if self.inference_ms else None
-
-
-@contextlib.contextmanager
-def _in_process_augmentation() -> Iterator[None]:
-    saved = os.environ.get("nnUNet_n_proc_DA")
-    os.environ["nnUNet_n_proc_DA"] = "0"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("nnUNet_n_proc_DA", None)
-        else:
-            os.environ["nnUNet_n_proc_DA"] = saved
 
 
 def full_resolution_target(target: Any) -> torch.Tensor:
@@ -235,7 +222,7 @@ def time_trainers(
 
         images_dir = Path(test_images) if test_images is not None else Path(nnUNet_raw.require()) / name / "imagesTs"
     with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_") as tmp:
-        with nnunet_results(tmp), console_to(log_file), _in_process_augmentation():
+        with nnunet_results(tmp), console_to(log_file), temporary_env("nnUNet_n_proc_DA", "0"):
             trainers: dict[TrainerConfig, Any] = {}
             for pair in pairs:
                 seed_everything(seed)

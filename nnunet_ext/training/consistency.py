@@ -94,11 +94,6 @@ def clamped_noise(like: torch.Tensor, std: float, clip: float) -> torch.Tensor:
     return (torch.randn_like(like) * std).clamp_(-clip, clip)
 
 
-def global_mean(value: torch.Tensor | float) -> float:
-    """Mean of a scalar over DDP ranks (the value itself without DDP)."""
-    return float(global_mean_tensor(torch.as_tensor(value)))
-
-
 def global_mean_tensor(value: torch.Tensor) -> torch.Tensor:
     """Mean of a scalar tensor over DDP ranks, in float64 on the tensor's device, without a host synchronisation."""
     t = value.detach().to(torch.float64)
@@ -204,9 +199,9 @@ class MeanTeacher(TrainerAddon):
         )
         # decided on the device: reading the losses here would stall the GPU queue before the backward pass
         l_s, l_t = global_mean_tensor(seg_loss), global_mean_tensor(teacher_loss)
-        lam = self.consistency_weight(l_s, l_t)
+        lam = self.consistency_weight(l_s, l_t)  # float64 like the reduced losses: exact 0.1 / 0.01 in the logs
         self._pending = (l_s, l_t, torch.as_tensor(lam, dtype=torch.float64), consistency.detach())
-        return lam * consistency
+        return (lam.to(consistency.dtype) if isinstance(lam, torch.Tensor) else lam) * consistency
 
     def after_optimizer_step(self, trainer: ExtTrainerBase, seg_loss: torch.Tensor) -> None:
         assert self._pending is not None, "extra_loss must run before after_optimizer_step"

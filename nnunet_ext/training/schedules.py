@@ -110,7 +110,8 @@ def adaptive_consistency_weight(
     ``rule="prose"`` (default, [D]): ``high`` when the teacher is better on the batch (L_T < L_S), else ``low``.
     ``rule="eq7"``: the comparison as printed in the paper's Eq. 7 (``high`` when L_T > L_S), for ablations.
 
-    Identities pinned by tests: ties give ``low`` under both rules. Scalar tensors give a tensor on their device.
+    Identities pinned by tests: ties give ``low`` under both rules. Scalar tensors give a tensor on their device, in
+    the losses' dtype.
     """
     if rule == "prose":
         better = teacher_loss < student_loss
@@ -119,7 +120,8 @@ def adaptive_consistency_weight(
     else:
         raise ValueError(f"rule must be 'prose' or 'eq7', got {rule!r}")
     if isinstance(better, torch.Tensor):  # decided on the device: no host synchronisation inside the step
-        return torch.where(better, high, low)
+        dtype = student_loss.dtype if isinstance(student_loss, torch.Tensor) else teacher_loss.dtype
+        return torch.where(better, torch.tensor(high, dtype=dtype, device=better.device), low)
     return high if better else low
 
 

@@ -60,8 +60,9 @@ def test_teacher_update_decay_gate_before_warmup_min():
 _WORKER = textwrap.dedent(
     """
     import json, os, sys
+    import torch
     import torch.distributed as dist
-    from nnunet_ext.training.consistency import MeanTeacher, MeanTeacherConfig, global_mean
+    from nnunet_ext.training.consistency import MeanTeacher, MeanTeacherConfig, global_mean_tensor
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     mt = MeanTeacher(MeanTeacherConfig(gate_window=5))
@@ -70,10 +71,12 @@ _WORKER = textwrap.dedent(
         # very different local losses per rank; decisions must still agree
         l_s_local = ((step * 7919 + rank * 104729) % 97) / 97 + rank
         l_t_local = ((step * 104729 + rank * 7919) % 89) / 89
-        l_s, l_t = global_mean(l_s_local), global_mean(l_t_local)
-        lam = mt.consistency_weight(l_s, l_t)
+        # as in the training step: all-reduced tensors decide lambda, the host value feeds the gate
+        l_s = global_mean_tensor(torch.tensor(l_s_local))
+        l_t = global_mean_tensor(torch.tensor(l_t_local))
+        lam = float(mt.consistency_weight(l_s, l_t))
         mt.step = step
-        decay = mt.teacher_update_decay(l_s, 0, 10)
+        decay = mt.teacher_update_decay(float(l_s), 0, 10)
         out.append([lam, decay])
     with open(sys.argv[1] + f"/rank{rank}.json", "w") as f:
         json.dump(out, f)
