@@ -48,8 +48,13 @@ def _compound(
     batch_dice: bool,
     apply_nonlin: Nonlin,
     reduction: Reduction,
+    ddp: bool,
 ) -> Tensor:
-    """weight_voxelwise · voxelwise(logits, onehot) + weight_dice · Sørensen Dice on the channel-selected pair."""
+    """weight_voxelwise · voxelwise(logits, onehot) + weight_dice · Sørensen Dice on the channel-selected pair.
+
+    Only the Dice term is gathered under ``ddp``: the voxel-wise term is a local mean, which DDP's gradient averaging
+    already turns into the global one (equal local batch sizes, as nnU-Net's DDP sampler gives).
+    """
     check_choice("apply_nonlin", apply_nonlin, NONLINS)
     check_bool("include_background", include_background)
     term = voxelwise(logits, onehot, apply_nonlin, reduction)
@@ -60,6 +65,7 @@ def _compound(
         eps,
         batch_dice,
         reduction,
+        ddp,
     )
     return weight_voxelwise * term + weight_dice * dice_term
 
@@ -74,6 +80,7 @@ def ce_dice(
     batch_dice: bool = True,
     apply_nonlin: Nonlin = "softmax",
     reduction: Reduction = "mean",
+    ddp: bool = False,
 ) -> Tensor:
     r"""CE + Sørensen Dice loss from logits and one-hot targets over all channels.
 
@@ -97,6 +104,8 @@ def ce_dice(
         batch_dice: Pool the Dice sums over the batch.
         apply_nonlin: ``"softmax"`` or ``"sigmoid"`` (BCE + region Dice).
         reduction: ``"mean"`` (scalar) or ``"none"`` (per image [B]; per-image Dice sums).
+        ddp: Under DDP, sum the Dice term's batch-pooled sums over all ranks (the voxel-wise term stays a local
+            mean); no effect on per-image sums or outside a process group.
 
     Returns:
         Scalar loss, or a [B] vector.
@@ -106,7 +115,7 @@ def ce_dice(
     """
     _check_weights("weight_ce", weight_ce, weight_dice)
     return _compound(
-        ce, logits, onehot, weight_ce, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction
+        ce, logits, onehot, weight_ce, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction, ddp
     )
 
 
@@ -120,6 +129,7 @@ def mae_dice(
     batch_dice: bool = True,
     apply_nonlin: Nonlin = "softmax",
     reduction: Reduction = "mean",
+    ddp: bool = False,
 ) -> Tensor:
     r"""MAE + Sørensen Dice loss from logits and one-hot targets over all channels.
 
@@ -143,6 +153,8 @@ def mae_dice(
         batch_dice: Pool the Dice sums over the batch.
         apply_nonlin: ``"softmax"`` or ``"sigmoid"``.
         reduction: ``"mean"`` (scalar) or ``"none"`` (per image [B]; per-image Dice sums).
+        ddp: Under DDP, sum the Dice term's batch-pooled sums over all ranks (the voxel-wise term stays a local
+            mean); no effect on per-image sums or outside a process group.
 
     Returns:
         Scalar loss, or a [B] vector.
@@ -152,7 +164,7 @@ def mae_dice(
     """
     _check_weights("weight_mae", weight_mae, weight_dice)
     return _compound(
-        mae, logits, onehot, weight_mae, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction
+        mae, logits, onehot, weight_mae, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction, ddp
     )
 
 
@@ -169,8 +181,9 @@ class _CompoundLoss(SegmentationLoss):
         batch_dice: bool,
         apply_nonlin: Nonlin,
         reduction: Reduction,
+        ddp: bool,
     ) -> None:
-        super().__init__(apply_nonlin, batch_dice, reduction)
+        super().__init__(apply_nonlin, batch_dice, reduction, ddp)
         _check_weights(weight_name, weight_voxelwise, weight_dice)
         check_positive("eps", eps, allow_zero=True)
         check_bool("include_background", include_background)
@@ -188,6 +201,7 @@ class _CompoundLoss(SegmentationLoss):
             "batch_dice": self.batch_dice,
             "apply_nonlin": self.apply_nonlin,
             "reduction": self.reduction,
+            "ddp": self.ddp,
         }
 
     def extra_repr(self) -> str:
@@ -204,7 +218,9 @@ class CEDiceLoss(_CompoundLoss):
     See :func:`ce_dice`. Paper: Table I "CE + Dice", doi:10.1109/TMI.2020.3000314. Defaults: weights 1 : 1,
     ε = 1e-5, background excluded from the Dice term, batch-pooled, softmax.
 
-    Identities pinned by tests: equals ``CELoss()(x, y) + SorensenDiceLoss()(x, y)``.
+    Identities pinned by tests: equals ``CELoss()(x, y) + SorensenDiceLoss()(x, y)``; with ``ddp`` on 2 gloo ranks,
+    each rank's value is its local CE plus the Dice of the whole batch, and DDP-averaged parameter gradients equal
+    the single-process gradient of the whole batch.
 
     Args:
         weight_ce: Weight of the CE term (≥ 0).
@@ -214,6 +230,8 @@ class CEDiceLoss(_CompoundLoss):
         batch_dice: Pool the Dice sums over the batch.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (per image [B]).
+        ddp: Sum the Dice term's batch-pooled sums over all DDP ranks (pass the trainer's ``is_ddp``); a no-op for
+            per-image sums and outside a process group.
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
@@ -228,9 +246,10 @@ class CEDiceLoss(_CompoundLoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
         super().__init__(
-            "weight_ce", weight_ce, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction
+            "weight_ce", weight_ce, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction, ddp
         )
         self.weight_ce = float(weight_ce)
 
@@ -263,6 +282,8 @@ class MAEDiceLoss(_CompoundLoss):
         batch_dice: Pool the Dice sums over the batch.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (per image [B]).
+        ddp: Sum the Dice term's batch-pooled sums over all DDP ranks (pass the trainer's ``is_ddp``); a no-op for
+            per-image sums and outside a process group.
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
@@ -277,9 +298,10 @@ class MAEDiceLoss(_CompoundLoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
         super().__init__(
-            "weight_mae", weight_mae, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction
+            "weight_mae", weight_mae, weight_dice, eps, include_background, batch_dice, apply_nonlin, reduction, ddp
         )
         self.weight_mae = float(weight_mae)
 

@@ -1,6 +1,7 @@
 """Cross-entropy-family comparison losses of the COPLE-Net paper's Table I: CE, focal CE, MAE and GCE.
 
-They average over voxels and batch (``batch_dice`` is accepted and ignored). Softmax uses all C classes, background
+They average over voxels and batch (``batch_dice`` and ``ddp`` are accepted and ignored: under DDP the local
+mean's gradient, averaged over ranks by DDP, is already that of the global mean). Softmax uses all C classes, background
 included, since they form one distribution per voxel; regions use the binary per-region (sigmoid) form averaged over
 regions and voxels (CE becomes BCE). Every form is written in terms of the log-probability of the target,
 log p_y, taken from ``log_softmax``/``logsigmoid`` of float32 logits so that saturated outputs stay finite.
@@ -200,9 +201,9 @@ def _check_q(q: float) -> None:
 class _VoxelwiseLoss(SegmentationLoss):
     """Module wrapper shared by the CE family: one-hot over all channels, then ``self._loss(logits, onehot)``."""
 
-    def __init__(self, batch_dice: bool, apply_nonlin: Nonlin, reduction: Reduction) -> None:
-        # batch_dice is accepted so that every loss takes the same options; voxel-wise losses have no pooling.
-        super().__init__(apply_nonlin, batch_dice, reduction)
+    def __init__(self, batch_dice: bool, apply_nonlin: Nonlin, reduction: Reduction, ddp: bool) -> None:
+        # batch_dice and ddp are accepted so that every loss takes the same options; voxel-wise losses have no pooling.
+        super().__init__(apply_nonlin, batch_dice, reduction, ddp)
 
     @abstractmethod
     def _loss(self, logits: Tensor, onehot: Tensor) -> Tensor:
@@ -231,15 +232,20 @@ class CELoss(_VoxelwiseLoss):
         batch_dice: Accepted and ignored (no pooling in voxel-wise losses).
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions, BCE).
         reduction: ``"mean"`` or ``"none"`` (mean per image, [B]).
+        ddp: Accepted and ignored (no pooled sums).
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
     """
 
     def __init__(
-        self, batch_dice: bool = True, apply_nonlin: Nonlin = "softmax", reduction: Reduction = "mean"
+        self,
+        batch_dice: bool = True,
+        apply_nonlin: Nonlin = "softmax",
+        reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(batch_dice, apply_nonlin, reduction)
+        super().__init__(batch_dice, apply_nonlin, reduction, ddp)
 
     def _loss(self, logits: Tensor, onehot: Tensor) -> Tensor:
         return ce(logits, onehot, self.apply_nonlin, self.reduction)
@@ -262,6 +268,7 @@ class FocalCELoss(_VoxelwiseLoss):
         batch_dice: Accepted and ignored.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (mean per image, [B]).
+        ddp: Accepted and ignored (no pooled sums).
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
@@ -273,8 +280,9 @@ class FocalCELoss(_VoxelwiseLoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(batch_dice, apply_nonlin, reduction)
+        super().__init__(batch_dice, apply_nonlin, reduction, ddp)
         check_positive("gamma", gamma, allow_zero=True)
         self.gamma = float(gamma)
 
@@ -299,8 +307,9 @@ class FocalCEGamma05Loss(FocalCELoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(gamma, batch_dice, apply_nonlin, reduction)
+        super().__init__(gamma, batch_dice, apply_nonlin, reduction, ddp)
 
 
 class MAELoss(_VoxelwiseLoss):
@@ -319,15 +328,20 @@ class MAELoss(_VoxelwiseLoss):
         batch_dice: Accepted and ignored.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (mean per image, [B]).
+        ddp: Accepted and ignored (no pooled sums).
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
     """
 
     def __init__(
-        self, batch_dice: bool = True, apply_nonlin: Nonlin = "softmax", reduction: Reduction = "mean"
+        self,
+        batch_dice: bool = True,
+        apply_nonlin: Nonlin = "softmax",
+        reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(batch_dice, apply_nonlin, reduction)
+        super().__init__(batch_dice, apply_nonlin, reduction, ddp)
 
     def _loss(self, logits: Tensor, onehot: Tensor) -> Tensor:
         return mae(logits, onehot, self.apply_nonlin, self.reduction)
@@ -350,15 +364,21 @@ class GCELoss(_VoxelwiseLoss):
         batch_dice: Accepted and ignored.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (mean per image, [B]).
+        ddp: Accepted and ignored (no pooled sums).
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
     """
 
     def __init__(
-        self, q: float = 0.7, batch_dice: bool = True, apply_nonlin: Nonlin = "softmax", reduction: Reduction = "mean"
+        self,
+        q: float = 0.7,
+        batch_dice: bool = True,
+        apply_nonlin: Nonlin = "softmax",
+        reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(batch_dice, apply_nonlin, reduction)
+        super().__init__(batch_dice, apply_nonlin, reduction, ddp)
         _check_q(q)
         self.q = float(q)
 

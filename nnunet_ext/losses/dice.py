@@ -49,21 +49,29 @@ def _dice_family(
     denominator: Denominator,
     batch_dice: bool,
     reduction: Reduction,
+    ddp: bool,
     exponent: float = 1.0,
 ) -> Tensor:
     """1 − mean_c D_c^exponent with D_c the soft-Dice coefficient; shared by every Dice-family functional form."""
     check_positive("eps", eps, allow_zero=True)
     check_bool("batch_dice", batch_dice)
     check_choice("reduction", reduction, REDUCTIONS)
+    check_bool("ddp", ddp)
     check_pair(probs, onehot)
-    coefficient = soft_dice_coefficient(probs, onehot, eps, denominator, pooled=batch_dice and reduction == "mean")
+    pooled = batch_dice and reduction == "mean"
+    coefficient = soft_dice_coefficient(probs, onehot, eps, denominator, pooled, ddp)
     if exponent != 1.0:
         coefficient = coefficient.pow(exponent)
     return reduce_classwise(1.0 - coefficient, reduction)
 
 
 def dice(
-    probs: Tensor, onehot: Tensor, eps: float = 1e-5, batch_dice: bool = True, reduction: Reduction = "mean"
+    probs: Tensor,
+    onehot: Tensor,
+    eps: float = 1e-5,
+    batch_dice: bool = True,
+    reduction: Reduction = "mean",
+    ddp: bool = False,
 ) -> Tensor:
     r"""Milletari (V-Net) soft Dice loss with a squared denominator, on probabilities and one-hot targets.
 
@@ -83,6 +91,8 @@ def dice(
         eps: Smoothing ε ≥ 0 added to numerator and denominator.
         batch_dice: Pool the sums over the batch.
         reduction: ``"mean"`` (scalar) or ``"none"`` (per image [B], per-image sums).
+        ddp: Under DDP, sum the batch-pooled sums over all ranks before forming the ratio (nnU-Net's
+            ``MemoryEfficientSoftDiceLoss(ddp=True)``); no effect on per-image sums or outside a process group.
 
     Returns:
         Scalar loss, or a [B] vector.
@@ -90,11 +100,16 @@ def dice(
     Raises:
         ValueError: Bad option value or mismatched shapes.
     """
-    return _dice_family(probs, onehot, eps, "squared", batch_dice, reduction)
+    return _dice_family(probs, onehot, eps, "squared", batch_dice, reduction, ddp)
 
 
 def sorensen_dice(
-    probs: Tensor, onehot: Tensor, eps: float = 1e-5, batch_dice: bool = True, reduction: Reduction = "mean"
+    probs: Tensor,
+    onehot: Tensor,
+    eps: float = 1e-5,
+    batch_dice: bool = True,
+    reduction: Reduction = "mean",
+    ddp: bool = False,
 ) -> Tensor:
     r"""Sørensen soft Dice loss with a linear denominator (PyMIC ``DiceLoss``).
 
@@ -113,6 +128,8 @@ def sorensen_dice(
         eps: Smoothing ε ≥ 0 added to numerator and denominator.
         batch_dice: Pool the sums over the batch.
         reduction: ``"mean"`` (scalar) or ``"none"`` (per image [B], per-image sums).
+        ddp: Under DDP, sum the batch-pooled sums over all ranks before forming the ratio (nnU-Net's
+            ``MemoryEfficientSoftDiceLoss(ddp=True)``); no effect on per-image sums or outside a process group.
 
     Returns:
         Scalar loss, or a [B] vector.
@@ -120,7 +137,7 @@ def sorensen_dice(
     Raises:
         ValueError: Bad option value or mismatched shapes.
     """
-    return _dice_family(probs, onehot, eps, "linear", batch_dice, reduction)
+    return _dice_family(probs, onehot, eps, "linear", batch_dice, reduction, ddp)
 
 
 def focal_dice(
@@ -130,6 +147,7 @@ def focal_dice(
     eps: float = 1e-5,
     batch_dice: bool = True,
     reduction: Reduction = "mean",
+    ddp: bool = False,
 ) -> Tensor:
     r"""Focal Dice loss: the Sørensen Dice coefficient raised to 1/β.
 
@@ -151,6 +169,8 @@ def focal_dice(
         eps: Smoothing ε ≥ 0 added to numerator and denominator.
         batch_dice: Pool the sums over the batch.
         reduction: ``"mean"`` (scalar) or ``"none"`` (per image [B], per-image sums).
+        ddp: Under DDP, sum the batch-pooled sums over all ranks before forming the ratio (nnU-Net's
+            ``MemoryEfficientSoftDiceLoss(ddp=True)``); no effect on per-image sums or outside a process group.
 
     Returns:
         Scalar loss, or a [B] vector.
@@ -159,10 +179,12 @@ def focal_dice(
         ValueError: Bad option value or mismatched shapes.
     """
     check_positive("beta", beta)
-    return _dice_family(probs, onehot, eps, "linear", batch_dice, reduction, exponent=1.0 / beta)
+    return _dice_family(probs, onehot, eps, "linear", batch_dice, reduction, ddp, exponent=1.0 / beta)
 
 
-def region_dice(probs: Tensor, regions: Tensor, batch_dice: bool = True, reduction: Reduction = "mean") -> Tensor:
+def region_dice(
+    probs: Tensor, regions: Tensor, batch_dice: bool = True, reduction: Reduction = "mean", ddp: bool = False
+) -> Tensor:
     r"""BraTS region Dice loss: Milletari Dice with ε = 1 on sigmoid region probabilities, batch-pooled.
 
     .. math::
@@ -181,6 +203,8 @@ def region_dice(probs: Tensor, regions: Tensor, batch_dice: bool = True, reducti
         regions: Binary region masks of the same shape.
         batch_dice: Pool the sums over the batch (the BraTS code form does).
         reduction: ``"mean"`` (scalar) or ``"none"`` (per image [B], per-image sums).
+        ddp: Under DDP, sum the batch-pooled sums over all ranks before forming the ratio (nnU-Net's
+            ``MemoryEfficientSoftDiceLoss(ddp=True)``); no effect on per-image sums or outside a process group.
 
     Returns:
         Scalar loss, or a [B] vector.
@@ -188,16 +212,22 @@ def region_dice(probs: Tensor, regions: Tensor, batch_dice: bool = True, reducti
     Raises:
         ValueError: Bad option value or mismatched shapes.
     """
-    return _dice_family(probs, regions, 1.0, "squared", batch_dice, reduction)
+    return _dice_family(probs, regions, 1.0, "squared", batch_dice, reduction, ddp)
 
 
 class _DiceFamilyLoss(SegmentationLoss):
     """Module wrapper shared by the Dice-family losses: class selection, then ``self._loss(probs, onehot)``."""
 
     def __init__(
-        self, eps: float, include_background: bool, batch_dice: bool, apply_nonlin: Nonlin, reduction: Reduction
+        self,
+        eps: float,
+        include_background: bool,
+        batch_dice: bool,
+        apply_nonlin: Nonlin,
+        reduction: Reduction,
+        ddp: bool,
     ) -> None:
-        super().__init__(apply_nonlin, batch_dice, reduction)
+        super().__init__(apply_nonlin, batch_dice, reduction, ddp)
         check_positive("eps", eps, allow_zero=True)
         check_bool("include_background", include_background)
         self.eps = float(eps)
@@ -215,7 +245,7 @@ class _DiceFamilyLoss(SegmentationLoss):
     def extra_repr(self) -> str:
         return (
             f"eps={self.eps}, include_background={self.include_background}, batch_dice={self.batch_dice}, "
-            f"apply_nonlin={self.apply_nonlin!r}, reduction={self.reduction!r}"
+            f"apply_nonlin={self.apply_nonlin!r}, reduction={self.reduction!r}, ddp={self.ddp}"
         )
 
 
@@ -232,7 +262,8 @@ class DiceLoss(_DiceFamilyLoss):
     Paper: F. Milletari et al., 3DV 2016, doi:10.1109/3DV.2016.79 (Table I "Dice [18]", doi:10.1109/TMI.2020.3000314).
     Defaults: ε = 1e-5, background excluded, batch-pooled, softmax.
 
-    Identities pinned by tests: equals ``NoiseRobustDiceLoss(gamma=2, denominator="squared")``.
+    Identities pinned by tests: equals ``NoiseRobustDiceLoss(gamma=2, denominator="squared")``; with ``ddp`` on 2
+    gloo ranks, each rank's value equals the single-process value of the whole batch.
 
     Args:
         eps: Smoothing ε ≥ 0.
@@ -240,6 +271,8 @@ class DiceLoss(_DiceFamilyLoss):
         batch_dice: Pool the sums over the batch.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (per-image [B]).
+        ddp: Sum the batch-pooled sums over all DDP ranks (pass the trainer's ``is_ddp``); a no-op for per-image
+            sums and outside a process group.
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
@@ -252,11 +285,12 @@ class DiceLoss(_DiceFamilyLoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(eps, include_background, batch_dice, apply_nonlin, reduction)
+        super().__init__(eps, include_background, batch_dice, apply_nonlin, reduction, ddp)
 
     def _loss(self, probs: Tensor, onehot: Tensor) -> Tensor:
-        return dice(probs, onehot, self.eps, self.batch_dice, self.reduction)
+        return dice(probs, onehot, self.eps, self.batch_dice, self.reduction, self.ddp)
 
 
 class SorensenDiceLoss(_DiceFamilyLoss):
@@ -273,7 +307,8 @@ class SorensenDiceLoss(_DiceFamilyLoss):
     excluded, batch-pooled, softmax.
 
     Identities pinned by tests: equals ``NoiseRobustDiceLoss(gamma=1, denominator="linear")`` and
-    ``FocalDiceLoss(beta=1)``.
+    ``FocalDiceLoss(beta=1)``; with ``ddp`` on 2 gloo ranks, ``SorensenDiceLoss(eps=1)`` has each rank's
+    gradient equal to that of nnU-Net's ``MemoryEfficientSoftDiceLoss(batch_dice=True, do_bg=False, ddp=True)``.
 
     Args:
         eps: Smoothing ε ≥ 0.
@@ -281,6 +316,8 @@ class SorensenDiceLoss(_DiceFamilyLoss):
         batch_dice: Pool the sums over the batch.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (per-image [B]).
+        ddp: Sum the batch-pooled sums over all DDP ranks (pass the trainer's ``is_ddp``); a no-op for per-image
+            sums and outside a process group.
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
@@ -293,11 +330,12 @@ class SorensenDiceLoss(_DiceFamilyLoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(eps, include_background, batch_dice, apply_nonlin, reduction)
+        super().__init__(eps, include_background, batch_dice, apply_nonlin, reduction, ddp)
 
     def _loss(self, probs: Tensor, onehot: Tensor) -> Tensor:
-        return sorensen_dice(probs, onehot, self.eps, self.batch_dice, self.reduction)
+        return sorensen_dice(probs, onehot, self.eps, self.batch_dice, self.reduction, self.ddp)
 
 
 class FocalDiceLoss(_DiceFamilyLoss):
@@ -314,7 +352,8 @@ class FocalDiceLoss(_DiceFamilyLoss):
     Paper: P. Wang and A. C. S. Chung, DLMIA 2018, doi:10.1007/978-3-030-00889-5_14 (Table I "Focal Dice",
     doi:10.1109/TMI.2020.3000314). Defaults: β = 0.5, ε = 1e-5, background excluded, batch-pooled, softmax.
 
-    Identities pinned by tests: β = 1 equals :class:`~nnunet_ext.losses.SorensenDiceLoss`.
+    Identities pinned by tests: β = 1 equals :class:`~nnunet_ext.losses.SorensenDiceLoss`; with ``ddp`` on 2 gloo
+    ranks, each rank's value equals the single-process value of the whole batch.
 
     Args:
         beta: Focusing parameter β > 0.
@@ -323,6 +362,8 @@ class FocalDiceLoss(_DiceFamilyLoss):
         batch_dice: Pool the sums over the batch.
         apply_nonlin: ``"softmax"`` (label maps) or ``"sigmoid"`` (regions).
         reduction: ``"mean"`` or ``"none"`` (per-image [B]).
+        ddp: Sum the batch-pooled sums over all DDP ranks (pass the trainer's ``is_ddp``); a no-op for per-image
+            sums and outside a process group.
 
     Raises:
         ValueError: Bad option value (at construction), bad target (in ``forward``).
@@ -336,13 +377,14 @@ class FocalDiceLoss(_DiceFamilyLoss):
         batch_dice: bool = True,
         apply_nonlin: Nonlin = "softmax",
         reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
-        super().__init__(eps, include_background, batch_dice, apply_nonlin, reduction)
+        super().__init__(eps, include_background, batch_dice, apply_nonlin, reduction, ddp)
         check_positive("beta", beta)
         self.beta = float(beta)
 
     def _loss(self, probs: Tensor, onehot: Tensor) -> Tensor:
-        return focal_dice(probs, onehot, self.beta, self.eps, self.batch_dice, self.reduction)
+        return focal_dice(probs, onehot, self.beta, self.eps, self.batch_dice, self.reduction, self.ddp)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, " + super().extra_repr()
@@ -362,13 +404,16 @@ class RegionDiceLoss(SegmentationLoss):
     Paper: T. Henry et al., arXiv:2011.01045 (open_brats2020 ``src/loss/dice.py``). Defaults: batch-pooled, sigmoid.
 
     Identities pinned by tests: equals ``NoiseRobustDiceLoss(gamma=2, eps=1, denominator="squared",
-    apply_nonlin="sigmoid")``.
+    apply_nonlin="sigmoid")``; with ``ddp`` on 2 gloo ranks, each rank's value equals the single-process value of
+    the whole batch.
 
     Args:
         batch_dice: Pool the sums over the batch (keep True for the BraTS form; nnU-Net's 3d_fullres plans say
             False).
         apply_nonlin: Must be ``"sigmoid"``.
         reduction: ``"mean"`` or ``"none"`` (per-image [B]).
+        ddp: Sum the batch-pooled sums over all DDP ranks (pass the trainer's ``is_ddp``); a no-op for per-image
+            sums and outside a process group.
 
     Raises:
         ValueError: ``apply_nonlin="softmax"`` or another bad option (at construction), bad target (in ``forward``).
@@ -377,19 +422,23 @@ class RegionDiceLoss(SegmentationLoss):
     supports_label_maps: ClassVar[bool] = False
 
     def __init__(
-        self, batch_dice: bool = True, apply_nonlin: Nonlin = "sigmoid", reduction: Reduction = "mean"
+        self,
+        batch_dice: bool = True,
+        apply_nonlin: Nonlin = "sigmoid",
+        reduction: Reduction = "mean",
+        ddp: bool = False,
     ) -> None:
         if apply_nonlin == "softmax":
             raise ValueError(
                 "region_dice needs a region dataset (apply_nonlin='sigmoid', nnU-Net label_manager.has_regions, "
                 "e.g. BraTS WT/TC/ET), got apply_nonlin='softmax'; use dice or noise_robust_dice for label maps."
             )
-        super().__init__(apply_nonlin, batch_dice, reduction)
+        super().__init__(apply_nonlin, batch_dice, reduction, ddp)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Loss of region ``logits`` [B, R, ...] against binary region targets of the same shape."""
         probs, regions = probs_and_onehot(logits, target, "sigmoid", include_background=True)
-        return region_dice(probs, regions, self.batch_dice, self.reduction)
+        return region_dice(probs, regions, self.batch_dice, self.reduction, self.ddp)
 
     def extra_repr(self) -> str:
-        return f"batch_dice={self.batch_dice}, reduction={self.reduction!r}"
+        return f"batch_dice={self.batch_dice}, reduction={self.reduction!r}, ddp={self.ddp}"

@@ -1,13 +1,14 @@
 """Loss registry: ``LOSSES`` maps a ``lower_snake`` key to its class; :func:`build_loss` builds one by key.
 
 Registry index (paper rows: COPLE-Net Table I, doi:10.1109/TMI.2020.3000314, unless noted; every class also takes
-``apply_nonlin="softmax"|"sigmoid"``, ``batch_dice`` (default True; ignored by the voxel-wise losses) and
-``reduction="mean"|"none"``; Dice-family classes take ``include_background`` (default False)):
+``apply_nonlin="softmax"|"sigmoid"``, ``batch_dice`` (default True; ignored by the voxel-wise losses),
+``reduction="mean"|"none"`` and ``ddp`` (default False, see below); Dice-family classes take ``include_background``
+(default False)):
 
 =====================  ======================  ========================  ==========================================
 key                    class                   paper row                 own defaults
 =====================  ======================  ========================  ==========================================
-``noise_robust_dice``  NoiseRobustDiceLoss     NR-Dice (Eq. 3)           gamma=1.5, eps=1e-5, denominator="squared"
+``noise_robust_dice``  NoiseRobustDiceLoss     NR-Dice (Eq. 3)           gamma=1.5, eps=1e-5, denominator="linear"
 ``ce``                 CELoss                  CE (regions: BCE)         –
 ``focal_ce``           FocalCELoss             Focal CE, γ = 2           gamma=2.0
 ``focal_ce_gamma05``   FocalCEGamma05Loss      Focal CE, γ = 0.5         gamma=0.5
@@ -22,6 +23,16 @@ key                    class                   paper row                 own def
 =====================  ======================  ========================  ==========================================
 
 .. [#] T. Henry et al., arXiv:2011.01045 (METHODS.md §5.4).
+
+NR-Dice's default denominator is the linear one of the authors' code (PyMIC), as in every NR-Dice trainer;
+``denominator="squared"`` gives Eq. 3 exactly.
+
+``ddp``: every registered loss accepts it, so a trainer passes ``ddp=is_ddp`` whatever the loss. Where the value
+depends on batch-pooled sums (``batch_dice=True`` and ``reduction="mean"``: ``noise_robust_dice``, ``dice``,
+``sorensen_dice``, ``focal_dice``, ``region_dice`` and the Dice terms of ``ce_dice``/``mae_dice``) the per-class
+sums are summed over all DDP ranks with nnU-Net's gradient-carrying ``AllGatherGrad`` before the ratio is formed,
+as nnU-Net's own Dice does: each rank then computes the Dice of the global batch. It is ignored by the voxel-wise
+losses, by per-image sums and outside an initialised process group.
 
 ``supports_regions`` (class attribute) is True where the sigmoid (region) form is defined — every loss here;
 ``supports_label_maps`` is False only for ``region_dice``.

@@ -33,8 +33,78 @@ def test_hand_table_gamma_1_5_numerator():
     # 0.2^1.5 + 0.4^1.5 + 0.1^1.5 = 0.374048 (the table's numerator), times the squared denominator 3.01.
     p = torch.tensor([0.8, 0.6, 0.1, 0.0], dtype=torch.float64).view(1, 1, 4)
     g = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64).view(1, 1, 4)
-    got = noise_robust_dice(p, g, gamma=1.5, eps=0.0) * 3.01
+    got = noise_robust_dice(p, g, gamma=1.5, eps=0.0, denominator="squared") * 3.01
     assert got.item() == pytest.approx(0.374048, abs=1e-6)
+
+
+# One image, one channel: p = (0.75, 0.36, 0.25, 0.04), g = (1, 1, 0, 0), gamma = 1.5.
+# |p - g| = (0.25, 0.64, 0.25, 0.04); |p - g|^1.5 = (0.125, 0.512, 0.125, 0.008), numerator = 0.77.
+# linear: sum p + sum g = 1.4 + 2 = 3.4; squared: sum p^2 + sum g^2 = (0.5625 + 0.1296 + 0.0625 + 0.0016) + 2 = 2.7562.
+HAND_P = (0.75, 0.36, 0.25, 0.04)
+HAND_G = (1.0, 1.0, 0.0, 0.0)
+HAND_NUMERATOR = 0.77
+HAND_DENOMINATORS = {"linear": 3.4, "squared": 2.7562}
+
+
+def _hand_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    return (
+        torch.tensor(HAND_P, dtype=torch.float64).view(1, 1, 4),
+        torch.tensor(HAND_G, dtype=torch.float64).view(1, 1, 4),
+    )
+
+
+@pytest.mark.parametrize("denominator", ["linear", "squared"])
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_both_denominators_match_hand_computed_values(denominator, eps):
+    p, g = _hand_pair()
+    expected = HAND_NUMERATOR / (HAND_DENOMINATORS[denominator] + eps)  # linear eps=0: 0.226471, squared: 0.279370
+    got = noise_robust_dice(p, g, gamma=1.5, eps=eps, denominator=denominator)
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_default_denominator_is_linear_for_function_and_class():
+    p, g = _hand_pair()
+    linear = HAND_NUMERATOR / (3.4 + 1e-5)  # defaults gamma = 1.5, eps = 1e-5: 0.226470...
+    assert noise_robust_dice(p, g).item() == pytest.approx(linear, rel=1e-12)
+    assert NoiseRobustDiceLoss(apply_nonlin="sigmoid")(torch.logit(p), g).item() == pytest.approx(linear, rel=1e-12)
+    # softmax over (0, logit p) gives foreground probability p; background (channel 0) is dropped by default
+    logits = torch.cat([torch.zeros_like(p), torch.logit(p)], dim=1)
+    assert NoiseRobustDiceLoss()(logits, g.long()).item() == pytest.approx(linear, rel=1e-12)
+    assert NoiseRobustDiceLoss().denominator == "linear"
+
+
+def test_default_class_equals_the_linear_form():
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(3, 3, 5, 5, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (3, 1, 5, 5), generator=gen)
+    torch.testing.assert_close(
+        NoiseRobustDiceLoss()(logits, labels), NoiseRobustDiceLoss(denominator="linear")(logits, labels)
+    )
+    assert NoiseRobustDiceLoss()(logits, labels) != NoiseRobustDiceLoss(denominator="squared")(logits, labels)
+
+
+@pytest.mark.parametrize(("c", "squared", "linear"), [(0.25, 2.0, 0.5), (0.04, 5.0, 0.2)])
+def test_no_foreground_squared_form_is_c_to_gamma_minus_2(c, squared, linear):
+    # g = 0 on n = 4 voxels, uniform p = c, gamma = 1.5, eps = 0:
+    # squared: 4 c^1.5 / (4 c^2) = c^-0.5 (0.25 -> 2, 0.04 -> 5): above 1, and it falls as c rises (collapse);
+    # linear: 4 c^1.5 / (4 c) = c^0.5 (0.25 -> 0.5, 0.04 -> 0.2): at most 1, and it falls as c falls.
+    p, g = torch.full((1, 1, 4), c, dtype=torch.float64), torch.zeros(1, 1, 4, dtype=torch.float64)
+    assert noise_robust_dice(p, g, eps=0.0, denominator="squared").item() == pytest.approx(squared, rel=1e-12)
+    assert noise_robust_dice(p, g, eps=0.0, denominator="linear").item() == pytest.approx(linear, rel=1e-12)
+
+
+def test_little_foreground_squared_form_rewards_raising_background():
+    # m = 1 foreground voxel predicted exactly, n = 300 background voxels at c, gamma = 1.5, eps = 0:
+    # L(c) = 300 c^1.5 / (2 m + 300 c^2) (sum p^2 = 1 + 300 c^2, sum g^2 = 1) falls as c rises once
+    # 300 c^2 > gamma 2m / (2 - gamma) = 6, i.e. c > 0.1414: L(0.2) = 26.8328 / 14 = 1.91663,
+    # L(0.5) = 106.066 / 77 = 1.37748.
+    values = {}
+    for c in (0.2, 0.5):
+        p = torch.cat([torch.ones(1, dtype=torch.float64), torch.full((300,), c, dtype=torch.float64)]).view(1, 1, 301)
+        g = torch.cat([torch.ones(1, dtype=torch.float64), torch.zeros(300, dtype=torch.float64)]).view(1, 1, 301)
+        values[c] = noise_robust_dice(p, g, eps=0.0, denominator="squared").item()
+    assert values[0.2] == pytest.approx(1.9166297, rel=1e-6)
+    assert values[0.5] == pytest.approx(1.3774807, rel=1e-6)
 
 
 def _reference(probs: np.ndarray, onehot: np.ndarray, gamma: float, eps: float, batch_dice: bool, squared: bool):
@@ -85,13 +155,16 @@ def test_softmax_label_map_matches_independent_loop(num_classes, batch_dice, inc
 
 
 @pytest.mark.parametrize("batch_dice", [True, False])
-def test_sigmoid_regions_match_independent_loop(batch_dice):
+@pytest.mark.parametrize("denominator", ["squared", "linear"])
+def test_sigmoid_regions_match_independent_loop(batch_dice, denominator):
     gen = torch.Generator().manual_seed(7)
     logits = torch.randn(2, 3, 4, 5, 3, generator=gen, dtype=torch.float64)
     regions = (torch.rand(2, 3, 4, 5, 3, generator=gen) > 0.6).double()
-    loss = NoiseRobustDiceLoss(apply_nonlin="sigmoid", batch_dice=batch_dice, include_background=False)
+    loss = NoiseRobustDiceLoss(
+        denominator=denominator, apply_nonlin="sigmoid", batch_dice=batch_dice, include_background=False
+    )
     probs = 1.0 / (1.0 + np.exp(-logits.numpy()))
-    expected = _reference(probs, regions.numpy(), 1.5, 1e-5, batch_dice=batch_dice, squared=True)
+    expected = _reference(probs, regions.numpy(), 1.5, 1e-5, batch_dice=batch_dice, squared=denominator == "squared")
     # include_background is irrelevant for regions: all 3 channels enter the mean.
     assert loss(logits, regions).item() == pytest.approx(expected, rel=1e-10)
 
@@ -199,6 +272,7 @@ def test_gamma_below_one_keeps_finite_gradient_at_exact_match():
         ({"reduction": "sum"}, "reduction must be one of ('mean', 'none'), got 'sum'"),
         ({"batch_dice": "False"}, "batch_dice must be True or False, got 'False'"),
         ({"include_background": 1}, "include_background must be True or False, got 1"),
+        ({"ddp": 1}, "ddp must be True or False, got 1"),
     ],
 )
 def test_bad_options_raise_eagerly(kwargs, message):

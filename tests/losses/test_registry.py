@@ -35,7 +35,9 @@ def test_registry_keys():
 @pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
 def test_every_loss_takes_the_shared_options_and_declares_regions(name):
     cls = LOSSES[name]
-    assert {"apply_nonlin", "batch_dice", "reduction"} <= set(loss_parameters(name))
+    # ddp everywhere: the trainer passes ddp=is_ddp whatever the loss (acting only on batch-pooled sums)
+    assert {"apply_nonlin", "batch_dice", "reduction", "ddp"} <= set(loss_parameters(name))
+    assert build_loss(name).ddp is False and build_loss(name, ddp=True).ddp is True
     assert cls.supports_regions is True
     assert isinstance(cls.supports_label_maps, bool)
     assert cls.__name__.endswith("Loss")
@@ -60,11 +62,17 @@ def test_build_loss_passes_options():
     assert isinstance(loss, NoiseRobustDiceLoss)
     assert (loss.gamma, loss.denominator, loss.batch_dice) == (2.0, "linear", False)
     defaults = build_loss("noise_robust_dice")
-    assert (defaults.gamma, defaults.eps, defaults.denominator) == (1.5, 1e-5, "squared")
+    assert (defaults.gamma, defaults.eps, defaults.denominator) == (1.5, 1e-5, "linear")
     assert (defaults.include_background, defaults.batch_dice, defaults.apply_nonlin) == (False, True, "softmax")
     assert build_loss("gce").q == 0.7
     assert build_loss("focal_dice").beta == 0.5
     assert build_loss("focal_ce").gamma == 2.0
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
+def test_ddp_must_be_a_bool(name):
+    with pytest.raises(ValueError, match=re.escape("ddp must be True or False, got 'True'")):
+        build_loss(name, ddp="True")
 
 
 def test_unknown_name_suggests_a_key():
