@@ -1,13 +1,15 @@
 """Benchmark tables, paired tests, ``results.csv``, ``report.md`` and box plots, from per-case result rows.
 
 A row is one (dataset, configuration, trainer, fold, case, label/region) with the case's metrics (the columns of
-``nnunet_ext.evaluation.evaluate``'s ``metrics.csv``), the reference's lesion-size group and volume.
+``nnunet_ext.evaluation.evaluate``'s ``metrics.csv``), the reference's lesion-size group and volume (3-D data) or area
+(2-D data: ``volume_ref_cc`` NaN, ``area_ref_mm2``/``area_pred_mm2`` set; 3-D rows have NaN there).
 
 Conventions (pinned by tests):
 
 - Per case, a metric is the mean over the folds of the run matrix (a plain mean: NaN when one fold is NaN), so every
   test case counts once however many folds were trained.
-- Groups: ``all`` plus the lesion-size groups (A, B, C, ...) of the case's reference volume for that label/region.
+- Groups: ``all`` plus the lesion-size groups (A, B, C, ...) of the case's reference volume (3-D) or area (2-D) for
+  that label/region; a panel is 2-D when its rows carry areas.
 - Mean ± SD over cases ignore NaN (SD with ``ddof=1``, NaN below two values); the table says how many were NaN.
 - Paired tests: every trainer against the baseline, per dataset, configuration, label/region, group and metric,
   paired by case id with :func:`nnunet_ext.evaluation.stats.paired_tests` (two-sided paired t-test and Wilcoxon
@@ -26,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from nnunet_ext.evaluation.lesions import group_intervals
-from nnunet_ext.evaluation.metrics import METRIC_KEYS
+from nnunet_ext.evaluation.lesions import DEFAULT_SIZE_EDGES_MM2, group_intervals
+from nnunet_ext.evaluation.metrics import AREA_KEYS, METRIC_KEYS
 from nnunet_ext.evaluation.stats import PairedTestResult, paired_tests
 
 ROW_KEYS: tuple[str, ...] = (
@@ -40,7 +42,8 @@ ROW_KEYS: tuple[str, ...] = (
     "size_group",
     "volume_ref_cc",
 )
-CSV_COLUMNS: tuple[str, ...] = (*ROW_KEYS, *METRIC_KEYS)
+CSV_COLUMNS: tuple[str, ...] = (*ROW_KEYS, *METRIC_KEYS, *AREA_KEYS)
+"""``results.csv`` columns: volumes (3-D rows) and areas (2-D rows) both, NaN where they do not apply."""
 ALL_CASES = "all"
 SIGNIFICANCE = 0.05
 
@@ -61,9 +64,9 @@ def rows_from_summary(summary: Mapping[str, Any], dataset: str, configuration: s
                 "case": case["case"],
                 "label_or_region": key,
                 "size_group": case["size_group"][key],
-                "volume_ref_cc": float(metrics["volume_ref_mm3"]) / 1000.0,
+                "volume_ref_cc": float(metrics.get("volume_ref_mm3", math.nan)) / 1000.0,
             }
-            row.update({m: float(metrics[m]) for m in METRIC_KEYS})
+            row.update({m: float(metrics.get(m, math.nan)) for m in (*METRIC_KEYS, *AREA_KEYS)})
             rows.append(row)
     return rows
 
@@ -79,7 +82,7 @@ def write_results_csv(rows: Iterable[Row], path: str | Path) -> Path:
 
 
 def read_results_csv(path: str | Path) -> list[Row]:
-    """Rows of a ``results.csv``; metric columns and ``volume_ref_cc`` as floats ('nan' -> NaN)."""
+    """Rows of a ``results.csv``; metric columns and ``volume_ref_cc`` as floats ('nan' -> NaN, areas NaN if absent)."""
     rows = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -90,6 +93,7 @@ def read_results_csv(path: str | Path) -> list[Row]:
             row: Row = {k: raw[k] for k in ROW_KEYS}
             row["volume_ref_cc"] = float(raw["volume_ref_cc"])
             row.update({m: float(raw[m]) for m in METRIC_KEYS if m in raw})
+            row.update({m: float(raw.get(m) or math.nan) for m in AREA_KEYS})  # files written before areas: NaN
             rows.append(row)
     return rows
 
@@ -133,6 +137,15 @@ def case_groups(rows: Sequence[Row], panel: Panel) -> dict[str, str]:
                     "were evaluated against different references"
                 )
     return groups
+
+
+def is_2d_panel(rows: Sequence[Row], panel: Panel) -> bool:
+    """A panel of 2-D data: its rows carry reference areas (size groups by area in mm², not volume in cc)."""
+    return any(
+        not math.isnan(float(r.get("area_ref_mm2", math.nan)))
+        for r in rows
+        if (r["dataset"], r["configuration"], r["label_or_region"]) == panel
+    )
 
 
 def group_names_of(rows: Sequence[Row], panel: Panel) -> list[str]:
@@ -201,7 +214,7 @@ def compare(rows: Sequence[Row], baseline: str, metrics: Sequence[str]) -> list[
 def _fmt_value(metric: str, v: float) -> str:
     if math.isnan(v):
         return "nan"
-    return f"{v:.2f}" if metric.endswith("_mm") or metric.endswith("_mm3") else f"{v:.4f}"
+    return f"{v:.2f}" if metric.endswith(("_mm", "_mm2", "_mm3")) else f"{v:.4f}"
 
 
 def fmt_description(metric: str, d: Description) -> str:
@@ -226,9 +239,27 @@ def render_markdown(
     metrics: Sequence[str],
     size_edges_cc: Sequence[float],
     header_lines: Sequence[str] = (),
+    *,
+    size_edges_mm2: Sequence[float] = DEFAULT_SIZE_EDGES_MM2,
 ) -> str:
-    """``report.md``: per panel, mean ± SD per size group and trainer, then the paired tests."""
-    intervals = group_intervals(size_edges_cc)
+    """``report.md``: per panel, mean ± SD per size group and trainer, then the paired tests.
+
+    ``size_edges_cc`` label the groups of 3-D panels, ``size_edges_mm2`` those of 2-D panels (:func:`is_2d_panel`);
+    both must be the edges the runs were evaluated with.
+    """
+    intervals_3d, intervals_2d = group_intervals(size_edges_cc, "cc"), group_intervals(size_edges_mm2, "mm²")
+    two_d = {panel: is_2d_panel(rows, panel) for panel in panels(rows)}
+    size_lines = []
+    if not all(two_d.values()):
+        size_lines.append(
+            "- Size groups by reference volume: " + ", ".join(f"{g} {iv}" for g, iv in intervals_3d.items()) + "."
+        )
+    if any(two_d.values()):
+        size_lines.append(
+            "- Size groups of 2-D data (single slices) by reference area: "
+            + ", ".join(f"{g} {iv}" for g, iv in intervals_2d.items())
+            + "."
+        )
     comparisons = compare(rows, baseline, metrics)
     lines = ["# Benchmark report", ""]
     lines += list(header_lines)
@@ -237,13 +268,14 @@ def render_markdown(
         "ignored, counted in brackets).",
         "- Paired tests per case id: two-sided paired t-test and Wilcoxon signed-rank; `*` marks p < "
         f"{SIGNIFICANCE}; pairs with a NaN are dropped and counted.",
-        "- Size groups by reference volume: " + ", ".join(f"{g} {iv}" for g, iv in intervals.items()) + ".",
+        *size_lines,
         "",
     ]
     for panel in panels(rows):
         panel_rows = [r for r in rows if (r["dataset"], r["configuration"], r["label_or_region"]) == panel]
         trainers = trainers_of(panel_rows, baseline)
         groups = case_groups(rows, panel)
+        intervals = intervals_2d if two_d[panel] else intervals_3d
         lines += [f"## {_panel_title(panel)}", ""]
         lines += ["| group | trainer | n | " + " | ".join(metrics) + " |", "|---" * (3 + len(metrics)) + "|"]
         for group in group_names_of(rows, panel):
@@ -363,17 +395,22 @@ def write_report(
     metrics: Sequence[str],
     size_edges_cc: Sequence[float],
     header_lines: Sequence[str] = (),
+    *,
+    size_edges_mm2: Sequence[float] = DEFAULT_SIZE_EDGES_MM2,
 ) -> ReportFiles:
     """Write ``results.csv``, ``report.md`` and ``boxplots/*.png`` into ``output_dir``."""
     if not rows:
         raise ValueError("no result rows to report: no run has finished yet")
-    unknown = [m for m in metrics if m not in METRIC_KEYS]
+    known = (*METRIC_KEYS, *AREA_KEYS)
+    unknown = [m for m in metrics if m not in known]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}; known: {list(METRIC_KEYS)}")
+        raise ValueError(f"unknown metrics {unknown}; known: {list(known)}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path = write_results_csv(rows, output_dir / "results.csv")
     md_path = output_dir / "report.md"
-    md_path.write_text(render_markdown(rows, baseline, metrics, size_edges_cc, header_lines))
+    md_path.write_text(
+        render_markdown(rows, baseline, metrics, size_edges_cc, header_lines, size_edges_mm2=size_edges_mm2)
+    )
     plots = box_plots(rows, baseline, metrics, output_dir / "boxplots")
     return ReportFiles(csv_path, md_path, tuple(plots))

@@ -3,6 +3,11 @@
 Thin wrapper over :func:`nnunet_ext.evaluation.evaluate.evaluate_folders`; writes ``metrics.csv`` and
 ``summary.json`` (nnU-Net's schema plus the new metrics and lesion-size groups) and prints the means. Use the
 **clean** labels as references (``labelsTr_clean`` of a simulated noisy dataset).
+
+2-D datasets (every reference a single slice: PNG, 2-D NIfTI, or ``(1, H, W)`` NIfTI such as nnU-Net's 999-spacing
+slices) get areas in mm² and size groups by reference area (``--size-edges-mm2``, default 1600 4000); 3-D datasets
+volumes and groups by reference volume (``--size-edges``, cc, default 50 200). The rule is documented in
+:mod:`nnunet_ext.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import argparse
 import math
 from typing import Any
 
-from nnunet_ext.evaluation.lesions import DEFAULT_SIZE_EDGES_CC
+from nnunet_ext.evaluation.lesions import DEFAULT_SIZE_EDGES_CC, DEFAULT_SIZE_EDGES_MM2
 
 TABLE_METRICS: tuple[str, ...] = ("Dice", "HD95_mm", "ASSD_mm", "RVE", "Sensitivity", "Specificity")
 
@@ -34,7 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_SIZE_EDGES_CC),
         metavar="CC",
-        help="lesion-size group edges in cc; groups are [0, e1), [e1, e2), ... (default: 50 200)",
+        help="3-D data: lesion-size group edges in cc; groups are [0, e1), [e1, e2), ... (default: 50 200)",
+    )
+    parser.add_argument(
+        "--size-edges-mm2",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_SIZE_EDGES_MM2),
+        metavar="MM2",
+        help="2-D data (every reference a single slice): size group edges by reference area in mm² (default: 1600 "
+        "4000, the central cross-sections of 50 cc and 200 cc spheres, rounded down)",
     )
     parser.add_argument("--file-ending", default=None, help="overrides dataset.json's file_ending (e.g. .png)")
     parser.add_argument(
@@ -57,6 +71,14 @@ def format_means(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_sizes(summary: dict[str, Any]) -> str:
+    """One line: 2-D or 3-D data, the size unit and the size groups."""
+    groups = ", ".join(f"{g} {iv}" for g, iv in summary["size_groups"]["intervals"].items())
+    if summary["settings"]["spatial_dims"] == 2:
+        return f"2-D data (every reference a single slice): areas in mm², size groups by reference area: {groups}"
+    return f"3-D data: volumes in mm³, size groups by reference volume: {groups}"
+
+
 def run(args: argparse.Namespace) -> int:
     from nnunet_ext.evaluation.evaluate import evaluate_folders
 
@@ -70,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
         output_dir=args.output_dir,
         file_ending=args.file_ending,
         chill=args.chill,
+        size_edges_mm2=args.size_edges_mm2,
     )
     n_cases = len(summary["metric_per_case"])
     out = args.output_dir if args.output_dir is not None else args.pred
+    print(describe_sizes(summary))
     print(f"{n_cases} cases; means (NaN ignored, counts in summary.json 'nan_count'):")
     print(format_means(summary))
     print(f"wrote {out}/metrics.csv and {out}/summary.json")

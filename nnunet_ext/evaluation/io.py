@@ -2,7 +2,11 @@
 
 Label files are read with SimpleITK. Arrays come in numpy axis order (z, y, x) and so does :attr:`Geometry.spacing`
 (the reversed ITK spacing). 2-D natural images (``.png``, ``.bmp``; nnU-Net's ``NaturalImage2DIO``) have no physical
-spacing: it is 1 on both axes, as nnU-Net treats them.
+spacing: it is 1 on both axes, as nnU-Net treats them (so their areas are in pixels, reported as mm²).
+
+Files are read as stored, not through nnU-Net's readers: a 2-D NIfTI/PNG gives an ``(H, W)`` array with two spacings
+(nnU-Net's readers would add an axis and an out-of-plane spacing of 999 or 999 × the largest pixel size), a slice
+stored as 3-D NIfTI (the JSRT example) gives ``(1, H, W)`` with the spacing written in the file (e.g. 999 mm).
 """
 
 from __future__ import annotations
@@ -90,6 +94,14 @@ def read_label_image(path: str | os.PathLike) -> tuple[np.ndarray, Geometry]:
             direction=tuple(float(d) for d in image.GetDirection()),
         )
     return array, geometry
+
+
+def read_label_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The array shape (numpy order) of a label file, from its header only (the pixels are not read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(int(n) for n in reversed(reader.GetSize()))
 
 
 def write_label_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike) -> None:

@@ -26,7 +26,13 @@ Specificity    TN / (TN + FP), whole volume            1           TN / (TN + FP
   ``assd`` averages the two directed means instead of pooling all distances (equal only when |∂S| = |∂G|).
 - 373.12866 mm = √(240² + 240² + 155²), the BraTS online-evaluation value for a one-sided empty region.
 - Axes of length 1 are dropped before surface extraction: a single slice is a 2-D image, not a one-voxel-thick slab
-  (whose 3-D "surface" would be the whole mask).
+  (whose 3-D "surface" would be the whole mask). So HD95/ASSD of a ``(1, H, W)`` slice are in-plane distances
+  whatever its out-of-plane spacing (nnU-Net's 999 for 2-D images included): the slice axis has one position, so it
+  adds nothing to any distance, and it gets no surface of its own.
+- Sizes follow the masks' axes: masks with two axes get areas (``area_ref_mm2``, ``area_pred_mm2``: pixels × pixel
+  area), all others volumes (``volume_ref_mm3``, ``volume_pred_mm3``: voxels × voxel volume). A ``(1, H, W)`` slice
+  passed as such is a slab with its slice thickness; :mod:`nnunet_ext.evaluation.evaluate` passes the slices of 2-D
+  datasets as ``(H, W)`` with the in-plane spacing.
 - Speed: both masks are cropped to their joint bounding box plus a one-voxel margin before the erosions and the two
   distance transforms, so the cost follows the lesions' extent, not the image size (about 0.1 µs per cropped voxel
   and direction).
@@ -62,7 +68,27 @@ METRIC_KEYS: Final[tuple[str, ...]] = (
     "n_pred",
     "n_ref",
 )
-"""Keys of one label/region entry of :func:`compute_case_metrics`, in CSV column order (nnU-Net's keys last)."""
+"""Keys of one label/region entry of :func:`compute_case_metrics` for 3-D masks, in CSV column order (nnU-Net's keys
+last)."""
+
+VOLUME_KEYS: Final[tuple[str, str]] = ("volume_ref_mm3", "volume_pred_mm3")
+AREA_KEYS: Final[tuple[str, str]] = ("area_ref_mm2", "area_pred_mm2")
+
+METRIC_KEYS_2D: Final[tuple[str, ...]] = tuple(
+    AREA_KEYS[VOLUME_KEYS.index(k)] if k in VOLUME_KEYS else k for k in METRIC_KEYS
+)
+"""Keys for 2-D masks: :data:`METRIC_KEYS` with the reference and predicted areas in mm² instead of volumes."""
+
+
+def metric_keys(ndim: int) -> tuple[str, ...]:
+    """:data:`METRIC_KEYS_2D` for masks with two axes, else :data:`METRIC_KEYS`."""
+    return METRIC_KEYS_2D if ndim == 2 else METRIC_KEYS
+
+
+def size_keys(ndim: int) -> tuple[str, str]:
+    """The (reference, prediction) size keys: :data:`AREA_KEYS` for two axes, else :data:`VOLUME_KEYS`."""
+    return AREA_KEYS if ndim == 2 else VOLUME_KEYS
+
 
 LabelOrRegion = int | tuple[int, ...]
 
@@ -337,9 +363,10 @@ def label_or_region_to_key(label_or_region: LabelOrRegion | Sequence[int]) -> st
 
 
 def _metrics_from_counts(
-    tp: int, fp: int, fn: int, tn: int, voxel_volume_mm3: float, hd95_mm: float, assd_mm: float
+    tp: int, fp: int, fn: int, tn: int, voxel_size: float, hd95_mm: float, assd_mm: float, ndim: int
 ) -> dict[str, float | int]:
     n_pred, n_ref = tp + fp, tp + fn
+    ref_key, pred_key = size_keys(ndim)
     return {
         "Dice": _dice_from_counts(tp, fp, fn),
         "HD95_mm": hd95_mm,
@@ -347,8 +374,8 @@ def _metrics_from_counts(
         "RVE": _ratio(abs(n_pred - n_ref), n_ref),
         "Sensitivity": _ratio(tp, tp + fn),
         "Specificity": _ratio(tn, tn + fp),
-        "volume_ref_mm3": n_ref * voxel_volume_mm3,
-        "volume_pred_mm3": n_pred * voxel_volume_mm3,
+        ref_key: n_ref * voxel_size,
+        pred_key: n_pred * voxel_size,
         "IoU": 1.0 if tp + fp + fn == 0 else tp / (tp + fp + fn),
         "TP": tp,
         "FP": fp,
@@ -362,10 +389,11 @@ def _metrics_from_counts(
 def mask_metrics(
     pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], *, brats_empty: bool = False
 ) -> dict[str, float | int]:
-    """All metrics of :data:`METRIC_KEYS` for one pair of boolean masks (surface distances computed once).
+    """All metrics of :func:`metric_keys` for one pair of boolean masks (surface distances computed once).
 
     ``IoU`` follows the Dice convention (1 when both masks are empty); nnU-Net's own ``compute_metrics`` gives NaN
-    there. ``TP/FP/FN/TN/n_pred/n_ref`` are voxel counts as in nnU-Net.
+    there. ``TP/FP/FN/TN/n_pred/n_ref`` are voxel counts as in nnU-Net. Masks with two axes get areas in mm²
+    (:data:`METRIC_KEYS_2D`), others volumes in mm³ (:data:`METRIC_KEYS`).
     """
     pred, ref = _check_pair(pred, ref)
     sp = _check_spacing(spacing, pred.ndim)
@@ -376,12 +404,18 @@ def mask_metrics(
         hd, asd = max(_p95(d_sg), _p95(d_gs)), float((d_sg.sum() + d_gs.sum()) / (d_sg.size + d_gs.size))
     else:
         hd = asd = fixed
-    return _metrics_from_counts(tp, fp, fn, tn, float(np.prod(sp)), hd, asd)
+    return _metrics_from_counts(tp, fp, fn, tn, float(np.prod(sp)), hd, asd, pred.ndim)
 
 
-def both_empty_metrics(n_voxels: int, voxel_volume_mm3: float) -> dict[str, float | int]:
-    """The metrics of a label absent from both masks of a case with ``n_voxels`` voxels (no arrays needed)."""
-    return _metrics_from_counts(0, 0, 0, int(n_voxels), float(voxel_volume_mm3), 0.0, 0.0)
+def both_empty_metrics(n_voxels: int, voxel_size: float, ndim: int = 3) -> dict[str, float | int]:
+    """The metrics of a label absent from both masks of a case with ``n_voxels`` voxels (no arrays needed).
+
+    Args:
+        n_voxels: Voxels (pixels) of the case.
+        voxel_size: Voxel volume in mm³, or pixel area in mm² when ``ndim`` is 2.
+        ndim: Axes of the case's masks (2: area keys, as :func:`mask_metrics`).
+    """
+    return _metrics_from_counts(0, 0, 0, int(n_voxels), float(voxel_size), 0.0, 0.0, int(ndim))
 
 
 def region_mask(seg: np.ndarray, label_or_region: LabelOrRegion | Sequence[int]) -> np.ndarray:
@@ -409,7 +443,8 @@ def compute_case_metrics(
         brats_empty: Exactly one empty mask gives HD95/ASSD 373.12866 mm instead of NaN.
 
     Returns:
-        ``{key: {metric: value}}`` with nnU-Net's keys (``"1"``, ``"(1, 2, 3)"``) and :data:`METRIC_KEYS`.
+        ``{key: {metric: value}}`` with nnU-Net's keys (``"1"``, ``"(1, 2, 3)"``) and :func:`metric_keys` of the
+        maps' axes (areas in mm² for 2-D maps, volumes in mm³ otherwise).
 
     Raises:
         ValueError: On a shape mismatch, a bad spacing or an empty ``labels_or_regions``.

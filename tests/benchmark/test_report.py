@@ -120,3 +120,34 @@ def test_write_report_files(rows, tmp_path):
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in files.box_plots)
     with pytest.raises(ValueError, match="no result rows"):
         report.write_report([], tmp_path, "nnUNetTrainer", ["Dice"], (50.0,))
+
+
+def _summary_2d(area_ref_mm2=2827.4):
+    """A ``summary.json`` of 2-D data as ``evaluate_folders`` writes it (areas, no volumes)."""
+    from nnunet_ext.evaluation.metrics import METRIC_KEYS_2D
+
+    metrics = {m: 0.5 for m in METRIC_KEYS_2D}
+    metrics.update({"area_ref_mm2": area_ref_mm2, "area_pred_mm2": 2500.0})
+    return {"metric_per_case": [{"case": "s0", "metrics": {"1": metrics}, "size_group": {"1": "B"}}]}
+
+
+def test_2d_rows_carry_areas_and_the_report_labels_area_groups(rows, tmp_path):
+    rows_2d = []
+    for trainer, dice in (("nnUNetTrainer", 0.7), ("NRDiceTrainer", 0.8)):
+        for r in report.rows_from_summary(_summary_2d(), "Dataset801_JSRT", "2d", trainer, 0):
+            rows_2d.append({**r, "Dice": dice})
+    r0 = rows_2d[0]
+    assert r0["area_ref_mm2"] == pytest.approx(2827.4) and r0["area_pred_mm2"] == 2500.0
+    assert math.isnan(r0["volume_ref_cc"]) and math.isnan(r0["volume_ref_mm3"])
+    assert report.is_2d_panel(rows_2d, ("Dataset801_JSRT", "2d", "1"))
+    assert not report.is_2d_panel(rows, ("Dataset702_X", "2d", "1"))
+    md = report.render_markdown(rows + rows_2d, "nnUNetTrainer", ["Dice"], (50.0, 200.0))
+    assert "Size groups by reference volume: A [0, 50) cc" in md
+    assert "Size groups of 2-D data (single slices) by reference area: A [0, 1600) mm², B [1600, 4000) mm²" in md
+    assert "| B [1600, 4000) mm² | nnUNetTrainer (baseline) | 1 |" in md
+    assert "| A [0, 50) cc | nnUNetTrainer (baseline) |" in md
+    only_2d = report.render_markdown(rows_2d, "nnUNetTrainer", ["Dice"], (50.0, 200.0), size_edges_mm2=(100.0,))
+    assert "reference volume" not in only_2d and "| B [100, inf) mm² |" in only_2d
+    back = report.read_results_csv(report.write_results_csv(rows + rows_2d, tmp_path / "results.csv"))
+    assert back[-1]["area_ref_mm2"] == pytest.approx(2827.4) and math.isnan(back[-1]["volume_ref_cc"])
+    assert math.isnan(back[0]["area_ref_mm2"]) and back[0]["volume_ref_cc"] == 10.0

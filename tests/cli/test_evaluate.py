@@ -69,3 +69,34 @@ def test_evaluate_cli_with_dataset_json_and_errors(folders, tmp_path, capsys):
     with pytest.raises(ValueError, match="c1"):
         main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1"])
     assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1", "--chill"]) == 0
+
+
+def test_evaluate_cli_2d_slices_print_areas(tmp_path, capsys):
+    # nnU-Net's 2-D layout: (1, H, W) slices with an out-of-plane spacing of 999 mm.
+    ref_dir, pred_dir = tmp_path / "ref", tmp_path / "pred"
+    ref_dir.mkdir()
+    pred_dir.mkdir()
+    ref = np.zeros((1, 40, 40), dtype=np.uint8)
+    ref[0, 10:30, 10:30] = 1  # 400 px of 0.25 mm^2 = 100 mm^2 (as a volume with 999 mm: 99.9 cc)
+    for folder, arr in ((ref_dir, ref), (pred_dir, np.roll(ref, 2, axis=2))):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((0.5, 0.5, 999.0))
+        sitk.WriteImage(img, str(folder / "s0.nii.gz"))
+    out = tmp_path / "out"
+    args = ["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-o", str(out), "-np", "1"]
+    assert main([*args, "--size-edges-mm2", "50", "150"]) == 0
+    text = capsys.readouterr().out
+    assert "2-D data" in text and "areas in mm²" in text and "B [50, 150) mm²" in text
+    summary = json.loads((out / "summary.json").read_text())
+    case = summary["metric_per_case"][0]
+    assert case["metrics"]["1"]["area_ref_mm2"] == pytest.approx(100.0) and case["size_group"]["1"] == "B"
+    assert case["metrics"]["1"]["HD95_mm"] == pytest.approx(1.0)  # 2 px at 0.5 mm, in-plane
+    assert summary["size_groups"]["edges_mm2"] == [50.0, 150.0]
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("case,label_or_region,size_group,area_ref_mm2,Dice")
+
+
+def test_evaluate_cli_3d_prints_volumes(folders, tmp_path, capsys):
+    ref_dir, pred_dir = folders
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-o", str(tmp_path / "o"), "-np", "1"]) == 0
+    assert "3-D data: volumes in mm³" in capsys.readouterr().out

@@ -5,10 +5,12 @@ import math
 import numpy as np
 import pytest
 from medpy.metric import binary as medpy_binary
+from scipy import ndimage
 
 from nnunet_ext.evaluation.metrics import (
     BRATS_EMPTY_DISTANCE_MM,
     METRIC_KEYS,
+    METRIC_KEYS_2D,
     assd,
     both_empty_metrics,
     compute_case_metrics,
@@ -17,6 +19,7 @@ from nnunet_ext.evaluation.metrics import (
     hd95,
     label_or_region_to_key,
     mask_metrics,
+    metric_keys,
     rve,
     sensitivity,
     specificity,
@@ -41,8 +44,6 @@ def _brute_force_directed(src, dst, spacing):
 
 
 def _random_blobs(rng, shape, n=3):
-    from scipy import ndimage
-
     noise = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
     return noise > np.quantile(noise, 1 - 0.04 * n)
 
@@ -265,3 +266,57 @@ def test_keys_and_bad_inputs():
         compute_case_metrics(m, m, (1, 1), [1])
     with pytest.raises(ValueError, match="empty"):
         compute_case_metrics(m.astype(int), m.astype(int), (1, 1), [])
+
+
+# ---------------------------------------------------------------- 2-D data: areas, in-plane distances
+
+
+def _disc(shape, center, radius_px):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius_px**2
+
+
+def test_2d_masks_get_areas_in_mm2_3d_masks_volumes():
+    # A disc of radius 40 px at 0.5 mm: 20 mm, pi * 400 = 1256.6 mm^2. Pixelisation: the disc has 5025 pixels vs
+    # pi * 40^2 = 5026.5 (-0.03 %); every pixel square lies within 1/sqrt(2) px of its centre, so the count is
+    # bounded by pi (R -+ 1/sqrt(2))^2 (+-3.5 % at R = 40). The test allows 0.5 %.
+    ref = _disc((100, 100), (50, 50), 40)
+    pred = _disc((100, 100), (50, 50), 36)
+    m = mask_metrics(pred, ref, (0.5, 0.5))
+    assert list(m) == list(METRIC_KEYS_2D) == list(metric_keys(2))
+    assert "volume_ref_mm3" not in m and "volume_pred_mm3" not in m
+    assert m["area_ref_mm2"] == pytest.approx(math.pi * 20.0**2, rel=0.005)
+    assert m["area_pred_mm2"] == pytest.approx(math.pi * 18.0**2, rel=0.005)
+    assert m["area_ref_mm2"] == m["n_ref"] * 0.25  # pixels x pixel area, exactly
+    assert m["RVE"] == rve(pred, ref) == pytest.approx(1 - 0.9**2, rel=0.02)  # a ratio of counts: no unit
+    # 3-D masks keep volumes; a (1, H, W) slice passed as such is a slab of its slice thickness.
+    m3 = mask_metrics(pred[None], ref[None], (2.5, 0.5, 0.5))
+    assert list(m3) == list(METRIC_KEYS) == list(metric_keys(3))
+    assert m3["volume_ref_mm3"] == pytest.approx(m["area_ref_mm2"] * 2.5)
+    assert m3["RVE"] == m["RVE"] and m3["HD95_mm"] == pytest.approx(m["HD95_mm"])
+    empty = np.zeros_like(ref)
+    both_empty = both_empty_metrics(ref.size, 0.25, 2)
+    assert list(both_empty) == list(METRIC_KEYS_2D)
+    assert both_empty == pytest.approx(mask_metrics(empty, empty, (0.5, 0.5)), nan_ok=True)
+
+
+def test_single_slice_with_nnunet_999_spacing_gives_in_plane_distances():
+    # nnU-Net's 2-D layout: (1, H, W) with spacing (999, 0.5, 0.5). Concentric squares with a 2-pixel gap (1 mm):
+    # every G surface pixel is exactly 1 mm from S's surface, S's corners sqrt(2) mm from G.
+    ref = _box((1, 40, 40), (0, 20, 20), (0, 8, 8))
+    pred = _box((1, 40, 40), (0, 20, 20), (0, 10, 10))
+    sp = (999.0, 0.5, 0.5)
+    d_sg, d_gs = surface_distances(pred, ref, sp)
+    np.testing.assert_allclose(d_gs, 1.0)
+    assert d_sg.min() == pytest.approx(1.0) and d_sg.max() == pytest.approx(math.sqrt(2.0))
+    # Hand check against all-pairs in-plane distances of the 2-D surfaces.
+    np.testing.assert_allclose(np.sort(d_sg), np.sort(_brute_force_directed(pred[0], ref[0], (0.5, 0.5))))
+    closed = np.sort(d_sg)
+    assert hd95(pred, ref, sp) == pytest.approx(max(np.percentile(closed, 95), 1.0))
+    assert hd95(pred, ref, sp) == pytest.approx(hd95(pred[0], ref[0], (0.5, 0.5)))
+    assert assd(pred, ref, sp) == pytest.approx((closed.sum() + d_gs.sum()) / (closed.size + d_gs.size))
+    assert assd(pred, ref, sp) == pytest.approx(assd(pred[0], ref[0], (0.5, 0.5)))
+    # What dropping the slice axis prevents: eroded in 3-D, the one-voxel slab is all surface (G inside S then
+    # gives d(G->S) = 0 everywhere) - wrong although the 999 mm never enters a distance.
+    slab_surface = ref & ~ndimage.binary_erosion(ref, ndimage.generate_binary_structure(3, 1), border_value=0)
+    assert np.array_equal(slab_surface, ref)
