@@ -62,9 +62,17 @@ class TrainerAddon:
         return None
 
     def after_optimizer_step(self, trainer: ExtTrainerBase, seg_loss: torch.Tensor) -> None:
-        """Called after ``optimizer.step()``, on the post-step weights."""
+        """Called after ``optimizer.step()``, on the post-step weights (only for steps whose optimizer step ran)."""
+
+    def on_skipped_step(self, trainer: ExtTrainerBase) -> None:
+        """Called instead of ``after_optimizer_step`` for a step that was skipped (non-finite loss or gradient, or
+        skipped by the AMP grad scaler): drop whatever the step prepared; update no state."""
 
     # export and state -----------------------------------------------------------------------------------------
+    def before_export(self, trainer: ExtTrainerBase) -> None:
+        """Called before the exported module is validated with or written to a checkpoint (e.g. to refresh
+        BatchNorm statistics of an average)."""
+
     def exported_module(self) -> nn.Module | None:
         """The module to export as ``network_weights`` and to validate with (teacher, SWA average), if any."""
         return None

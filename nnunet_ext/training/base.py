@@ -26,7 +26,14 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 
-from nnunet_ext._nnunet import unwrap
+from nnunet_ext._nnunet import (
+    check_nnunet,
+    compiles,
+    deep_supervision_scales,
+    log_store,
+    serve_loaded_checkpoint,
+    unwrap,
+)
 from nnunet_ext.losses import build_loss, wrap_deep_supervision
 from nnunet_ext.losses.registry import LOSSES
 from nnunet_ext.training.addon import TrainerAddon
@@ -51,6 +58,14 @@ ADDONS: dict[str, type[TrainerAddon]] = {"reweight": Reweight, "mean_teacher": M
 
 STUDENT_KEY = "nnunet_ext_student_weights"
 STATE_KEY = "nnunet_ext_state"
+LOSS_STATE_KEY = "loss"  # entry of STATE_KEY with the loss spec the checkpoint was trained with
+
+# Training stops after this many consecutive steps with a non-finite loss or gradient.
+MAX_NONFINITE_STEPS = 10
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``MAX_NONFINITE_STEPS`` consecutive skipped (non-finite) training steps."""
 
 
 @dataclass(frozen=True)
@@ -116,12 +131,15 @@ class ExtTrainerBase(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature, kept verbatim)
     ):
+        check_nnunet()
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.optimizer_spec is not None:
             self.initial_lr, self.weight_decay = self.optimizer_spec.lr, self.optimizer_spec.weight_decay
         self.ext_loss_spec, configs = self._ext_resolve_hyperparameters()
         self.ext_addons: list[TrainerAddon] = [ADDONS[key](cfg) for key, cfg in configs.items() if cfg is not None]
         self._ext_validation_swap: nn.Module | None = None
+        self._ext_nonfinite_streak = 0
+        self._ext_skipped_steps = 0
         self._ext_register_log_keys()
 
     # ---------------------------------------------------------------------------------------------------------
@@ -156,7 +174,7 @@ class ExtTrainerBase(nnUNetTrainer):
     def _ext_register_log_keys(self) -> None:
         # MetaLogger asserts keys are registered; a checkpoint without them gets NaN for the epochs already run so
         # that nnU-Net's progress plot (truncated to the shortest list) keeps every epoch.
-        logging = self.logger.local_logger.my_fantastic_logging
+        logging = log_store(self)
         for addon in self.ext_addons:
             for key in addon.log_keys:
                 values = logging.setdefault(key, [])
@@ -222,11 +240,12 @@ class ExtTrainerBase(nnUNetTrainer):
             "batch_dice": self.configuration_manager.batch_dice,
             **spec.kwargs,
             **overrides,
+            "ddp": self.is_ddp,  # batch-pooled Dice sums are all-gathered across ranks, as in nnU-Net's own Dice
         }
         loss = build_loss(spec.name, **kwargs)
         if self.enable_deep_supervision if deep_supervision is None else deep_supervision:
             loss = wrap_deep_supervision(
-                loss, len(self._get_deep_supervision_scales()), ddp=self.is_ddp and not self._do_i_compile()
+                loss, len(deep_supervision_scales(self)), ddp=self.is_ddp and not compiles(self)
             )
         return loss
 
@@ -245,10 +264,17 @@ class ExtTrainerBase(nnUNetTrainer):
         return optimizer, EpochLR(optimizer, self.initial_lr, self.num_epochs)
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
-        # nnU-Net re-enables deep supervision unconditionally after validation; networks built without heads stay off.
-        super().set_deep_supervision_enabled(enabled and self.enable_deep_supervision)
-        if self._ext_validation_swap is not None:
-            unwrap(self._ext_validation_swap).decoder.deep_supervision = enabled and self.enable_deep_supervision
+        """Set ``decoder.deep_supervision`` on the trained network and, while it is swapped in for validation, on
+        the exported module.
+
+        Replaces nnU-Net's method instead of calling it: under DDP nnU-Net reads ``self.network.module``, which the
+        bare teacher / SWA average swapped into ``self.network`` does not have. nnU-Net re-enables deep supervision
+        unconditionally after validation; networks built without heads stay off.
+        """
+        flag = enabled and self.enable_deep_supervision
+        for module in (self.network, self._ext_validation_swap):
+            if module is not None:
+                unwrap(module).decoder.deep_supervision = flag
 
     # ---------------------------------------------------------------------------------------------------------
     # life cycle
@@ -263,7 +289,15 @@ class ExtTrainerBase(nnUNetTrainer):
         super().on_train_epoch_start()
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
-        super().on_train_epoch_end(train_outputs)
+        # skipped (non-finite) steps do not enter the epoch's training loss
+        finite = [o for o in train_outputs if np.isfinite(o["loss"]).all()]
+        if self._ext_skipped_steps:
+            self.print_to_log_file(
+                f"{self._ext_skipped_steps} of {len(train_outputs)} training steps skipped (non-finite loss or "
+                "gradient): no optimizer step, no teacher / average / history update"
+            )
+            self._ext_skipped_steps = 0
+        super().on_train_epoch_end(finite or train_outputs)
         for addon in self.ext_addons:
             addon.on_train_epoch_end(self)
 
@@ -284,7 +318,7 @@ class ExtTrainerBase(nnUNetTrainer):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        logged = self.logger.local_logger.my_fantastic_logging
+        logged = log_store(self)
         fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys)), sharex=True, squeeze=False)
         for ax, key in zip(axes[:, 0], keys):
             values = logged.get(key, [])
@@ -306,10 +340,17 @@ class ExtTrainerBase(nnUNetTrainer):
         # SWA comes last in ADDONS: with a teacher and an SWA average, the SWA average is the export.
         return modules[-1] if modules else None
 
+    def _ext_prepare_export(self) -> None:
+        for addon in self.ext_addons:
+            addon.before_export(self)
+
     # Validation (per-epoch pseudo Dice and the final validation) runs on the exported model [D].
     def _ext_swap_in_export(self) -> None:
+        if self._ext_validation_swap is not None:
+            return
+        self._ext_prepare_export()
         exported = self._ext_exported_module()
-        if exported is not None and self._ext_validation_swap is None:
+        if exported is not None:
             self._ext_validation_swap, self.network = self.network, exported
 
     def _ext_swap_back(self) -> None:
@@ -366,42 +407,131 @@ class ExtTrainerBase(nnUNetTrainer):
             self.grad_scaler.scale(total).backward()
             self.grad_scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
+            # the grad scaler skips the optimizer step on non-finite gradients; the post hook tells whether it ran
+            stepped = [False]
+            handle = self.optimizer.register_step_post_hook(lambda *_: stepped.__setitem__(0, True))
+            try:
+                self.grad_scaler.step(self.optimizer)
+            finally:
+                handle.remove()
             self.grad_scaler.update()
+            stepped = stepped[0]
         else:
             total.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-        for addon in self.ext_addons:
-            addon.after_optimizer_step(self, seg_loss.detach())
-        return {"loss": total.detach().cpu().numpy()}
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            stepped = self._ext_all_ranks_finite(total, grad_norm)
+            if stepped:
+                self.optimizer.step()
+        loss = total.detach().cpu().numpy()
+        self._ext_after_step(stepped, loss, seg_loss.detach())
+        return {"loss": loss}
+
+    def _ext_all_ranks_finite(self, total: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        """Without a grad scaler (CPU, MPS): step only if the loss and the gradient norm are finite on every rank.
+
+        The gradients are all-reduced under DDP, so a non-finite loss on one rank shows in every rank's gradient
+        norm; the loss flag is reduced as well so that all ranks take the same decision.
+        """
+        finite = torch.isfinite(total.detach()) & torch.isfinite(grad_norm)
+        if self.is_ddp:
+            import torch.distributed as dist
+
+            flag = finite.to(torch.int32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag[0] > 0
+        return bool(finite)
+
+    def _ext_after_step(self, stepped: bool, loss: np.ndarray, seg_loss: torch.Tensor) -> None:
+        """Add-ons see only steps whose optimizer step ran; a run of non-finite steps stops training."""
+        finite = bool(np.isfinite(loss).all())
+        if stepped:
+            for addon in self.ext_addons:
+                addon.after_optimizer_step(self, seg_loss)
+        else:
+            self._ext_skipped_steps += 1
+            for addon in self.ext_addons:
+                addon.on_skipped_step(self)
+        # a step the AMP grad scaler skipped with a finite loss (fp16 overflow while the scale calibrates) is normal
+        nonfinite = not finite or (not stepped and self.grad_scaler is None)
+        self._ext_nonfinite_streak = self._ext_nonfinite_streak + 1 if nonfinite else 0
+        if self._ext_nonfinite_streak >= MAX_NONFINITE_STEPS:
+            raise NonFiniteLossError(
+                f"{self._ext_nonfinite_streak} consecutive training steps had a non-finite loss or gradient (last "
+                f"loss {loss.tolist()}, epoch {self.current_epoch}); each was skipped, so the network, teacher and "
+                "averages are those of the last finite step (checkpoint_latest.pth). Check: the learning rate "
+                f'(initial_lr {self.initial_lr:g}; lower it in the plans\' "nnunet_ext" block), the input data '
+                "(NaN/inf in images or labels: nnUNetv2_plan_and_preprocess --verify_dataset_integrity), and "
+                "torch.compile (set nnUNet_compile=f)."
+            )
 
     # ---------------------------------------------------------------------------------------------------------
     # checkpoints [D]: exported weights under network_weights, student and add-on state under extra keys.
     def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank != 0 or self.disable_checkpointing or not self.ext_addons:
+        """nnU-Net's checkpoint plus the plugin's keys, written atomically.
+
+        super() writes to ``<filename>.part``; the plugin adds its keys to that file, then ``os.replace`` moves it
+        over ``filename``, so a kill at any point leaves the previous checkpoint intact.
+        """
+        self._ext_prepare_export()  # on every rank: a BatchNorm refresh of an average may synchronise ranks
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # nothing written (nnU-Net prints why)
             return
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
-        exported = self._ext_exported_module()
-        if exported is not None:
-            checkpoint[STUDENT_KEY] = checkpoint["network_weights"]
-            checkpoint["network_weights"] = unwrap(exported).state_dict()
-        states = {}
+        partial = f"{filename}.part"
+        super().save_checkpoint(partial)
+        if self.ext_addons or self.ext_loss_spec is not None:
+            checkpoint = torch.load(partial, map_location="cpu", weights_only=False)
+            exported = self._ext_exported_module()
+            if exported is not None:
+                checkpoint[STUDENT_KEY] = checkpoint["network_weights"]
+                checkpoint["network_weights"] = unwrap(exported).state_dict()
+            states: dict[str, Any] = {LOSS_STATE_KEY: self._ext_loss_state()}
+            for addon in self.ext_addons:
+                states[addon.config_key] = state = addon.state_dict()
+                averaged = addon.exported_module()
+                if averaged is not None and averaged is not exported:  # e.g. the teacher while SWA is the export
+                    state["averaged_weights"] = unwrap(averaged).state_dict()
+            checkpoint[STATE_KEY] = states
+            torch.save(checkpoint, partial)
+        os.replace(partial, filename)
+
+    def _ext_loss_state(self) -> dict | None:
+        spec = self.ext_loss_spec
+        return None if spec is None else {"name": spec.name, "kwargs": dict(spec.kwargs)}
+
+    def _ext_check_resumed_configuration(self, states: Mapping[str, Any], filename: str) -> None:
+        """Refuse to continue a checkpoint whose add-on or loss configuration differs from the current plans."""
+        differences = []
+        stored_loss = states.get(LOSS_STATE_KEY, self._ext_loss_state())
+        if stored_loss != self._ext_loss_state():
+            differences.append(f"loss: checkpoint {stored_loss}, now {self._ext_loss_state()}")
         for addon in self.ext_addons:
-            states[addon.config_key] = state = addon.state_dict()
-            averaged = addon.exported_module()
-            if averaged is not None and averaged is not exported:  # e.g. the teacher while SWA is the export
-                state["averaged_weights"] = unwrap(averaged).state_dict()
-        checkpoint[STATE_KEY] = states
-        torch.save(checkpoint, filename)
+            stored = (states.get(addon.config_key) or {}).get("config")
+            if stored is None:
+                continue
+            current = dataclasses.asdict(addon.config)
+            for key in sorted(set(stored) | set(current)):
+                if stored.get(key) != current.get(key):
+                    differences.append(
+                        f"{addon.config_key}.{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}"
+                    )
+        if differences:
+            raise ValueError(
+                f"{filename} was trained with another nnunet_ext configuration than the current plans give "
+                f'({"; ".join(differences)}). Set these values back in the plans\' "nnunet_ext" block to continue '
+                "this training, or start a new training (without --c) for the new values."
+            )
 
     def load_checkpoint(self, filename_or_checkpoint: str) -> None:
         if not isinstance(filename_or_checkpoint, str):
             # nnU-Net 2.8.1 raises UnboundLocalError for dicts; fail with a message instead.
             raise TypeError(f"load_checkpoint takes a checkpoint path, got {type(filename_or_checkpoint).__name__}")
-        super().load_checkpoint(filename_or_checkpoint)
+        if not self.was_initialized:
+            self.initialize()
+        # read once; nnU-Net's load_checkpoint (which accepts only a path) is served the same dict
         checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False)
+        self._ext_check_resumed_configuration(checkpoint.get(STATE_KEY, {}), filename_or_checkpoint)
+        with serve_loaded_checkpoint(filename_or_checkpoint, checkpoint):
+            super().load_checkpoint(filename_or_checkpoint)
         exported_weights = checkpoint["network_weights"]
         if STUDENT_KEY in checkpoint:
             unwrap(self.network).load_state_dict(checkpoint[STUDENT_KEY])

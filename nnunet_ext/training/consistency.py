@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nnunet_ext._nnunet import unwrap
+from nnunet_ext._nnunet import compiles, unwrap
 from nnunet_ext.training.addon import TrainerAddon
 from nnunet_ext.training.schedules import PercentileGate, adaptive_consistency_weight, ema_decay, sigmoid_rampup
 from nnunet_ext.training.weight_average import ema_update_, make_ema
@@ -88,10 +88,11 @@ class MeanTeacherConfig:
 
 
 def clamped_noise(like: torch.Tensor, std: float, clip: float) -> torch.Tensor:
-    """``clamp(N(0, std^2), -clip, clip)`` shaped like ``like``."""
+    """``clamp(N(0, std^2), -clip, clip)`` shaped like ``like``, in one buffer (the same values as
+    ``(randn * std).clamp(-clip, clip)``, without the temporary)."""
     if std == 0:
         return torch.zeros_like(like)
-    return (torch.randn_like(like) * std).clamp_(-clip, clip)
+    return torch.randn_like(like).mul_(std).clamp_(-clip, clip)
 
 
 def global_mean_tensor(value: torch.Tensor) -> torch.Tensor:
@@ -169,7 +170,7 @@ class MeanTeacher(TrainerAddon):
             allowed = self.gate.allows_update(student_loss)
         else:
             allowed = True
-            self.gate.history.append(student_loss)
+            self.gate.extend([student_loss])
         if not allowed:
             return None
         cfg = self.config
@@ -179,7 +180,7 @@ class MeanTeacher(TrainerAddon):
     def setup(self, trainer: ExtTrainerBase) -> None:
         self.teacher = make_ema(unwrap(trainer.network)).to(trainer.device)
         # the teacher's forward is compiled whenever nnU-Net compiles the student (nnUNet_compile, CUDA default)
-        self._teacher_forward = torch.compile(self.teacher.module) if trainer._do_i_compile() else self.teacher.module
+        self._teacher_forward = torch.compile(self.teacher.module) if compiles(trainer) else self.teacher.module
 
     def on_train_start(self, trainer: ExtTrainerBase) -> None:
         if self.step == 0:  # fresh start: the teacher copies the student as it is now (e.g. pretrained weights)
@@ -190,7 +191,8 @@ class MeanTeacher(TrainerAddon):
         return data + clamped_noise(data, self.config.input_noise_std, self.config.input_noise_clip)
 
     def extra_loss(self, trainer, data, output, target, seg_loss):
-        teacher_in = data + clamped_noise(data, self.config.input_noise_std, self.config.input_noise_clip)
+        # in place on the fresh noise buffer: the same sum as data + noise, one allocation less
+        teacher_in = clamped_noise(data, self.config.input_noise_std, self.config.input_noise_clip).add_(data)
         with torch.no_grad():
             teacher_out = self._teacher_forward(teacher_in)
             teacher_loss = trainer.loss(teacher_out, target)
@@ -221,6 +223,10 @@ class MeanTeacher(TrainerAddon):
             ema_update_(self.teacher, unwrap(trainer.network), decay)
         self._epoch_stats["update"].append(float(decay is not None))
         self.step += 1
+
+    def on_skipped_step(self, trainer: ExtTrainerBase) -> None:
+        # no teacher update, no gate history entry, no step count for a step without an optimizer step
+        self._pending = None
 
     def on_train_epoch_end(self, trainer: ExtTrainerBase) -> None:
         s = self._epoch_stats

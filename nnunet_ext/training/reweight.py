@@ -58,6 +58,7 @@ class Reweight(TrainerAddon):
         self.history: deque[np.ndarray] = deque(maxlen=config.window)
         self.per_sample_loss = None
         self._kept: list[float] = []
+        self._pending: np.ndarray | None = None  # per-sample losses of the step in flight
 
     def check(self, trainer) -> None:
         if trainer.ext_loss_spec is None:
@@ -70,10 +71,20 @@ class Reweight(TrainerAddon):
         losses = self.per_sample_loss(output, target)
         values = losses.detach().float().cpu().numpy()
         weights = trimmed_weights(values, self.history, self.config.window, self.config.percentile)
-        self.history.append(values)
+        self._pending = values  # joins the history only if the step is taken (a NaN would poison the percentile)
         self._kept.append(float(weights.mean()))
         w = torch.as_tensor(weights, device=losses.device, dtype=losses.dtype)
         return (w * losses).sum() / w.sum().clamp_min(1.0)
+
+    def after_optimizer_step(self, trainer, seg_loss) -> None:
+        if self._pending is not None:
+            self.history.append(self._pending)
+            self._pending = None
+
+    def on_skipped_step(self, trainer) -> None:
+        self._pending = None
+        if self._kept:
+            self._kept.pop()
 
     def on_train_epoch_end(self, trainer) -> None:
         kept = float(np.mean(self._kept)) if self._kept else float("nan")

@@ -80,13 +80,23 @@ class PercentileGate:
         return value < self.threshold()
 
     def allows_update(self, value: float) -> bool:
-        """Decide for ``value``, then append it to the history."""
+        """Decide for ``value``, then append it to the history.
+
+        Raises:
+            ValueError: ``value`` is not finite (a NaN in the history would make every later threshold NaN; the
+                trainer skips non-finite steps before they reach the gate).
+        """
+        if not math.isfinite(value):
+            raise ValueError(f"the gate history takes finite losses only, got {value}")
         allowed = self.allows(value)
         self.history.append(float(value))
         return allowed
 
     def extend(self, values: Iterable[float]) -> None:
-        self.history.extend(float(v) for v in values)
+        values = [float(v) for v in values]
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError("the gate history takes finite losses only")
+        self.history.extend(values)
 
     def state_dict(self) -> dict:
         return {"history": list(self.history), "window": self.window, "q": self.q}

@@ -9,7 +9,12 @@ rate restarted every cycle,
 
 and a snapshot every ``snapshot_every`` epochs; the equal-weight average of all snapshots
 (``torch.optim.swa_utils.AveragedModel``; 1 + 5 x 10 = 51 with the defaults) is exported as ``network_weights``.
-Networks with BatchNorm get their running statistics recomputed for the average on training batches at the end.
+
+BatchNorm: the averaged weights need running statistics of their own. They are recomputed on
+``bn_update_batches`` training batches whenever the average is used after a new snapshot — for the per-epoch pseudo
+Dice, for every checkpoint that exports it (``checkpoint_best``, ``checkpoint_latest``, ``checkpoint_final``) and
+for the final validation — at most twice per snapshot. Networks without BatchNorm (nnU-Net's InstanceNorm U-Nets)
+pay nothing.
 
 The snapshots average the trained network (the student when a mean teacher runs beside it). All state (average,
 snapshot count, cycle position, optimizer) is restored by ``--c``.
@@ -26,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from nnunet_ext._nnunet import unwrap
+from nnunet_ext._nnunet import lr_scheduler_of, set_optimizer, train_loader, unwrap
 from nnunet_ext.training.addon import TrainerAddon
 from nnunet_ext.training.weight_average import make_swa
 
@@ -141,14 +146,13 @@ class SWAPhase(TrainerAddon):
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] = base_lr
                 group["weight_decay"] = cfg.weight_decay
-            trainer.optimizer = optimizer
+            set_optimizer(trainer, optimizer)
             trainer.print_to_log_file(f"SWA cycle {cycle + 1}/{cfg.cycles}: fresh optimizer, lr {base_lr:g}")
-        if (
-            not isinstance(trainer.lr_scheduler, CycleCosineLR)
-            or trainer.lr_scheduler.optimizer is not trainer.optimizer
-        ):
+        scheduler = lr_scheduler_of(trainer)
+        if not isinstance(scheduler, CycleCosineLR) or scheduler.optimizer is not trainer.optimizer:
             start = self.main_epochs + cycle * cfg.cycle_epochs
-            trainer.lr_scheduler = CycleCosineLR(trainer.optimizer, base_lr, start, cfg.cycle_epochs + cfg.t_max_extra)
+            scheduler = CycleCosineLR(trainer.optimizer, base_lr, start, cfg.cycle_epochs + cfg.t_max_extra)
+            set_optimizer(trainer, trainer.optimizer, scheduler)
 
     def on_epoch_end(self, trainer) -> None:
         pos = self._phase_position(trainer.current_epoch)
@@ -157,12 +161,21 @@ class SWAPhase(TrainerAddon):
             self.bn_updated = False
         trainer.ext_log("ext_swa_snapshots", self.num_snapshots)
 
-    def on_train_end(self, trainer) -> None:
-        if self.num_snapshots and not self.bn_updated and trainer.dataloader_train is not None:
-            update_bn_from_loader(
-                self.average.module, trainer.dataloader_train, trainer.device, self.config.bn_update_batches
-            )
+    def before_export(self, trainer) -> None:
+        """Recompute the average's BatchNorm statistics if a snapshot was added since they were last computed."""
+        if not self.num_snapshots or self.bn_updated:
+            return
+        if not any(isinstance(m, _BatchNorm) for m in self.average.module.modules()):
             self.bn_updated = True
+            return
+        loader = train_loader(trainer)
+        if loader is None:  # e.g. --val on a checkpoint: the statistics stored with the average are used
+            return
+        update_bn_from_loader(self.average.module, loader, trainer.device, self.config.bn_update_batches)
+        self.bn_updated = True
+
+    def on_train_end(self, trainer) -> None:
+        self.before_export(trainer)
         trainer.print_to_log_file(f"SWA: exporting the average of {self.num_snapshots} snapshots")
 
     def exported_module(self) -> nn.Module | None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from trainer_helpers import make_trainer, random_batch
 
 import nnunet_ext
 from nnunet_ext.trainers import nnunet_ext_trainers as declared
@@ -104,35 +104,6 @@ def test_found_by_nnunet_lookup(monkeypatch):
 
 
 # --- trainers on a real preprocessed dataset ---------------------------------------------------------------------
-
-
-def make_trainer(dataset, name: str, device: str = "cpu", **block):
-    from nnunetv2.paths import nnUNet_preprocessed
-
-    pre = Path(nnUNet_preprocessed) / dataset.name
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    if block:
-        plans["configurations"]["2d"]["nnunet_ext"] = block
-    plans["continue_training"] = False
-    dataset_json = json.loads((pre / "dataset.json").read_text())
-    cls = _named_trainers()[name]
-    trainer = cls(plans=plans, configuration="2d", fold=0, dataset_json=dataset_json, device=torch.device(device))
-    trainer.initialize()
-    return trainer
-
-
-def random_batch(trainer, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    patch = trainer.configuration_manager.patch_size
-    data = torch.randn(2, 1, *patch, generator=g)
-    seg = (torch.rand(2, 1, *patch, generator=g) > 0.7).float()
-    if not trainer.enable_deep_supervision:
-        return {"data": data, "target": seg}
-    targets = []
-    for scale in trainer._get_deep_supervision_scales():
-        size = [round(p * s) for p, s in zip(patch, scale)]
-        targets.append(torch.nn.functional.interpolate(seg, size=size, mode="nearest-exact"))
-    return {"data": data, "target": targets}
 
 
 LABEL_TRAINERS = sorted(EXPECTED - {"RegionDiceTrainer", "RegionDiceAdamTrainer", "RegionDiceSWATrainer"})
