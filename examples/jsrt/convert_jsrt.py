@@ -3,7 +3,9 @@
 Both datasets share the images. Training cases (148) carry the published "J1" noisy masks (Yao et al., ICLR 2023) in
 the noisy dataset and the expert SCR masks in the oracle dataset; the 24 validation cases carry clean masks in both
 and form nnU-Net's validation fold through ``splits_final.json`` (fold 0: train = training cases, val = validation
-cases); the 75 test images go to ``imagesTs`` with their clean masks in ``labelsTs`` for the final evaluation only.
+cases); they are also recorded as trusted (expert-labelled) cases in ``trusted_cases.json`` next to it, as
+``nnunet-ext trust`` would, so trainers that estimate the label bias use them (fold 0 never trains on them); the 75
+test images go to ``imagesTs`` with their clean masks in ``labelsTs`` for the final evaluation only.
 
 Images are stored as NIfTI slices (1 x H x W) with the in-plane pixel spacing of the downsampled radiographs
 (JSRT: 0.175 mm at 2048 px, so 1.4 mm at 256 px), so distances come out in mm. ``--size 128`` halves the resolution
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from nnunet_ext.trusted import save_trusted, validate_case_ids
 
 NOISY_FOLDERS = {
     "lung": "lung_180_0.8_0.05_0.2",
@@ -109,6 +113,8 @@ def convert(jsrt: Path, raw: Path, preprocessed: Path, structure: str, noisy_id:
         pre = preprocessed / folder.name
         pre.mkdir(parents=True, exist_ok=True)
         (pre / "splits_final.json").write_text(json.dumps([splits], indent=2))
+        trusted = validate_case_ids(folder.name, splits["val"], raw=raw, preprocessed=preprocessed)
+        save_trusted(folder.name, trusted, preprocessed=preprocessed)
     manifest = {
         "source": str(jsrt),
         "structure": structure,
@@ -118,6 +124,7 @@ def convert(jsrt: Path, raw: Path, preprocessed: Path, structure: str, noisy_id:
         "clean_dataset": folders["clean"].name,
         "n_train": len(splits["train"]),
         "n_val": len(splits["val"]),
+        "n_trusted": len(splits["val"]),
         "n_test": len(list((folders["noisy"] / "imagesTs").glob("*.nii.gz"))),
         "noisy_vs_clean_dice_train": {"mean": float(np.mean(noisy_dice)), "sd": float(np.std(noisy_dice))},
     }

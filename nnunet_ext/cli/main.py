@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("nnunet_ext.cli.benchmark", "train/predict/evaluate trainers against stock nnU-Net, paired tests"),
     "label-update": ("nnunet_ext.cli.label_update", "label-update baseline: 5-fold ensemble relabels the training set"),
     "speed": ("nnunet_ext.cli.speed", "time training iterations (and inference) of trainers against nnUNetTrainer"),
+    "trust": ("nnunet_ext.cli.trust", "record expert-labelled (trusted) training cases; splits that hold them out"),
 }
 
 

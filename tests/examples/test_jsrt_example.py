@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_ext.trusted import held_out_trusted, load_trusted
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "jsrt"
 
 
@@ -60,6 +62,10 @@ def test_convert_writes_noisy_and_oracle_datasets(fake_jsrt, tmp_path):
             assert np.array_equal(a, b)
     splits = json.loads((tmp_path / "pre" / "Dataset811_JSRTLungNoisy" / "splits_final.json").read_text())
     assert splits == [{"train": ["JPCLNtrain0", "JPCLNtrain1", "JPCLNtrain2"], "val": ["JPCLNval0"]}]
+    assert manifest["n_trusted"] == 1
+    for folder in (noisy, clean):  # the clean validation cases are trusted, and fold 0 holds them out
+        assert load_trusted(folder.name, preprocessed=tmp_path / "pre") == ["JPCLNval0"]
+        assert held_out_trusted(folder.name, 0, preprocessed=tmp_path / "pre", raw=tmp_path / "raw") == ["JPCLNval0"]
     expected = convert._dice(
         convert._mask(fake_jsrt / "lung_180_0.8_0.05_0.2" / "JPCLNtrain0.png", 16),
         convert._mask(fake_jsrt / "lung_gts_train" / "JPCLNtrain0.png", 16),
