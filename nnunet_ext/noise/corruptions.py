@@ -8,10 +8,16 @@ parameters mean the same physical corruption at any resolution.
 - :func:`markov_boundary_noise`: a random walk of the boundary; each step flips outer-boundary voxels in and
   inner-boundary voxels out where a smooth random field is high or low, the field being an AR(1) (Markov) chain in
   time, so bumps and dents persist and grow over steps.
+- :func:`markov_expand_shrink_noise`: the published Markov process of Yao et al. (ICLR 2023) that made the JSRT
+  noisy labels J1/J2: T steps that each expand (probability θ1) or shrink the mask by flipping ring voxels with
+  probability θ2, then random flips of every voxel (θ3), a 5 × 5 Gaussian blur and a threshold. θ1 ≠ 0.5 makes a
+  *biased* (systematically too large or too small) label. Defined in voxels, as published.
+- :func:`random_dilate_or_erode`: dilation or erosion (sign and radius drawn) by a ball, Yao et al.'s J3 kind.
 - :func:`drop_lesions`: removes whole connected components (missed lesions).
 - :func:`add_spurious_blobs`: adds small ellipsoids near or far from the foreground (false-positive lesions).
 
-Outside the array counts as background everywhere (as scipy's ``border_value=0``). Identities pinned by tests:
+Outside the array counts as background everywhere (as scipy's ``border_value=0``), except in
+:func:`markov_expand_shrink_noise`, which follows the official code (see there). Identities pinned by tests:
 ``dilate``/``erode`` equal scipy's binary dilation/erosion with :func:`ball_structure`; radius 0 and empty masks are
 no-ops; every random operation is reproducible for a seed.
 """
@@ -205,6 +211,164 @@ def markov_boundary_noise(
     out = mask.copy()
     out[box] = m
     return out
+
+
+def check_markov_parameters(
+    steps: int,
+    expand_prob: float,
+    flip_prob: float,
+    random_flip_prob: float,
+    blur_sigma: float,
+    blur_radius: int,
+) -> None:
+    """Raise ``ValueError`` naming the first bad parameter of :func:`markov_expand_shrink_noise`."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps (T) must be a whole number >= 0, got {steps!r}.")
+    for name, theta, value in (
+        ("expand_prob", "θ1", expand_prob),
+        ("flip_prob", "θ2", flip_prob),
+        ("random_flip_prob", "θ3", random_flip_prob),
+    ):
+        if not 0.0 <= value <= 1.0:  # also rejects NaN
+            raise ValueError(f"{name} ({theta}) must be a probability in [0, 1], got {value!r}.")
+    if not blur_sigma >= 0.0 or not math.isfinite(blur_sigma):
+        raise ValueError(f"blur_sigma must be >= 0 voxels (0 = no blur and no threshold), got {blur_sigma!r}.")
+    if isinstance(blur_radius, bool) or not isinstance(blur_radius, (int, np.integer)) or blur_radius < 1:
+        raise ValueError(f"blur_radius must be a whole number >= 1 voxel (kernel 2r + 1 wide), got {blur_radius!r}.")
+
+
+def markov_expand_shrink_noise(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    steps: int,
+    expand_prob: float,
+    flip_prob: float,
+    random_flip_prob: float,
+    blur_sigma: float = 2.0,
+    blur_radius: int = 2,
+) -> np.ndarray:
+    """Yao et al.'s Markov expand/shrink label noise (T, θ1, θ2, θ3), in voxel units, 2-D or 3-D.
+
+    Step t = 1..T, with :math:`u_t \\sim U(0, 1)` drawn for all steps up front and face (4- / 6-) neighbourhoods:
+
+    .. math::
+
+        M_t = \\begin{cases}
+            M_{t-1} \\cup \\{x \\in \\partial^+ M_{t-1} : v_x < \\theta_2\\} & u_t < \\theta_1 \\text{ (expand)} \\\\
+            M_{t-1} \\setminus \\{x \\in \\partial^- M_{t-1} : v_x < \\theta_2\\} & \\text{otherwise (shrink)}
+        \\end{cases}
+
+    with :math:`\\partial^+ M` the background voxels with a foreground face neighbour (distance exactly 1) and
+    :math:`\\partial^- M` the foreground voxels with a background face neighbour inside the array, and a fresh
+    :math:`v_x \\sim U(0, 1)` per ring voxel and step. Then every voxel of the array is flipped with probability θ3
+    (independently; foreground and background alike, near the mask or not), the mask is blurred with a Gaussian of
+    σ = ``blur_sigma`` truncated to ``2 * blur_radius + 1`` voxels per axis (5 × 5, σ = 2: ``cv2.GaussianBlur(m, (5,
+    5), 2)``; edges mirrored as OpenCV's default ``BORDER_REFLECT_101``) and thresholded: result = blur > 0.5.
+
+    θ1 sets the bias: a step moves a fraction θ2 of the ring in the direction drawn, so the drift is outward for
+    θ1 > 0.5 and inward for θ1 < 0.5, by more than (2θ1 - 1) θ2 T voxels because the boundary roughens and a rough
+    boundary has more ring voxels (J1 on a lung-shaped mask at 256 px: about 9 px after the steps, +10 px after
+    the blur, against 0.6 · 0.05 · 180 = 5.4). The random flips do not shift the boundary; the blur removes most of
+    them (a few clusters survive as specks) and fills the holes the steps leave. Published settings (JSRT, 256 ×
+    256): J1 lungs and heart (180, 0.8, 0.05, 0.2), clavicles (100, 0.8, 0.02, 0.2); J2 θ1 = 0.2.
+
+    Faithful to the official ``noise_generator.py`` (``_MarkovNoise_random``; read, not copied) in: the draw order
+    (all step directions first, then one number per ring voxel in C order each step, then one per voxel for the
+    flips), flips only where the draw is below θ2 / θ3, the rings defined by a Euclidean distance of exactly 1 (so a
+    mask cut by the array border is not shrunk from the border, where the official distance transform sees no
+    background), the blur kernel and the threshold. Differences: the official blurs the 0/255 ``uint8`` image and
+    rounds to integers (ties at exactly 0.5 may go the other way here); its 3-D variant blurs with scipy's σ = 1
+    (9 voxels, edge mode ``nearest``) instead: pass ``blur_sigma=1, blur_radius=4`` for that kernel. An empty mask
+    stays empty here (the official code would add specks from the random flips).
+
+    Args:
+        mask: Boolean mask, any number of axes (steps cost one binary morphology of the mask's bounding box + T + 1).
+        rng: Random generator (the only source of randomness).
+        steps: Number of steps T (a whole number >= 0).
+        expand_prob: θ1, probability that a step expands (else it shrinks).
+        flip_prob: θ2, probability that a ring voxel flips in a step.
+        random_flip_prob: θ3, probability that any voxel flips after the steps.
+        blur_sigma: Standard deviation of the final blur in voxels; 0 = no blur and no threshold.
+        blur_radius: Half-width of the blur kernel in voxels (kernel ``2 * blur_radius + 1`` per axis).
+
+    Returns:
+        The noisy mask (same shape, boolean).
+
+    Raises:
+        TypeError: For a non-boolean mask.
+        ValueError: For parameters outside their ranges (the message names the parameter and its θ).
+
+    Identities pinned by tests: θ2 = 1, θ3 = 0, no blur gives T face dilations (θ1 = 1) or erosions (θ1 = 0);
+    f(M; θ1 = 1) = ~f(~M; θ1 = 0) with the same generator; the blur equals the 5 × 5 σ = 2 kernel; seeded.
+    """
+    mask, _ = _check(mask)
+    check_markov_parameters(steps, expand_prob, flip_prob, random_flip_prob, blur_sigma, blur_radius)
+    out = mask.copy()
+    if not mask.any():
+        return out
+    expand = rng.random(int(steps)) < expand_prob
+    if steps > 0 and flip_prob > 0:
+        # The mask moves at most one voxel per step, so the box of the mask + T + 1 holds every ring of every step;
+        # clipping it to the array keeps the array border where it is.
+        box = bounding_box(mask, int(steps) + 1)
+        m = mask[box].copy(order="C")
+        flat = m.reshape(-1)  # a view of the C-ordered copy: writing through it updates m
+        face = ndimage.generate_binary_structure(m.ndim, 1)
+        for grow in expand:
+            if grow:
+                ring = ndimage.binary_dilation(m, face) & ~m
+            else:  # border_value=1: outside the array is no background (the official distance transform has none)
+                ring = m & ~ndimage.binary_erosion(m, face, border_value=1)
+            idx = np.flatnonzero(ring)
+            flat[idx[rng.random(idx.size) < flip_prob]] = grow
+        out[box] = m
+    if random_flip_prob > 0:
+        out ^= rng.random(out.shape, dtype=np.float32) < random_flip_prob
+    if blur_sigma > 0:
+        # truncate = r / σ makes scipy's kernel radius int(truncate * σ + 0.5) exactly r.
+        blurred = ndimage.gaussian_filter(
+            out.astype(np.float32), blur_sigma, mode="mirror", truncate=blur_radius / blur_sigma
+        )
+        out = blurred > 0.5
+    return out
+
+
+def random_dilate_or_erode(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    spacing: Sequence[float],
+    *,
+    radius_mm: tuple[float, float],
+    dilate_prob: float = 0.5,
+) -> tuple[np.ndarray, Literal["dilate", "erode"], float]:
+    """Dilate (probability ``dilate_prob``) or erode by a ball of radius r ~ U(``radius_mm``): Yao et al.'s J3 noise.
+
+    Unbiased over cases (with ``dilate_prob`` 0.5), but every single mask is all too large or all too small. J3 on
+    JSRT at 256 px: r in 7-9 px (lungs, heart), 3-5 px (clavicles); the official ``_dilateORerode`` keeps voxels at
+    a distance below r (dilation) or at least r (erosion), the same as :func:`dilate` / :func:`erode` for a drawn r
+    (ties have probability 0), except that :func:`erode` also erodes from the array border.
+
+    Args:
+        mask: Boolean mask.
+        rng: Random generator: one draw for the sign, then one for the radius.
+        spacing: Voxel size per axis, in the unit of ``radius_mm`` (ones for radii in voxels).
+        radius_mm: Range ``(lo, hi)`` of the radius, ``0 <= lo <= hi``.
+        dilate_prob: Probability of dilation.
+
+    Returns:
+        ``(noisy, op, radius)`` with ``op`` ``"dilate"`` or ``"erode"``.
+    """
+    lo, hi = (float(r) for r in radius_mm)
+    if not 0 <= lo <= hi:
+        raise ValueError(f"radius_mm must satisfy 0 <= lo <= hi, got {tuple(radius_mm)}.")
+    if not 0 <= dilate_prob <= 1:
+        raise ValueError(f"dilate_prob must be in [0, 1], got {dilate_prob!r}.")
+    grow = bool(rng.random() < dilate_prob)
+    radius = float(rng.uniform(lo, hi))
+    if grow:
+        return dilate(mask, radius, spacing), "dilate", radius
+    return erode(mask, radius, spacing), "erode", radius
 
 
 def in_plane_axes(spacing: Sequence[float], anisotropy_threshold: float = 3.0) -> tuple[int, ...]:

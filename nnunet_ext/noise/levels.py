@@ -25,7 +25,26 @@ and the label map is re-encoded by writing each region's ``regions_class_order``
 result is a valid nested label map whose region masks are exactly the corrupted regions. Regions that are not
 nested raise ``NotImplementedError``.
 
-Reported Dice per key is measured on the final label map (after overwriting), against the clean map.
+Published noise (Yao et al., ICLR 2023, the JSRT noisy labels; METHODS.md §9.1) is not calibrated to a Dice: its
+parameters are fixed, so the Dice, the size change and the boundary shift are what the process gives on your masks.
+Presets (:data:`PUBLISHED_LEVELS`), all in **voxels**, as published for 256 × 256 images:
+
+- ``j1``: :class:`MarkovNoise` (T 180, θ1 0.8, θ2 0.05, θ3 0.2), an outward drift (real J1 lungs: area ×1.36–1.81,
+  boundary +10.1 ± 0.9 px outside, Dice 0.784);
+- ``j2``: the same with θ1 0.2, the mirror image (an inward drift of the same size);
+- ``j3``: :class:`MorphologyNoise`, a dilation or an erosion (50/50) by a radius drawn in 7–9 voxels: unbiased over
+  cases, but every mask is all too large or all too small.
+
+Each mask (label or region) of a case draws its own seed from the case generator, so it gets its own direction draws
+(J3: its own sign and radius), as the official generator, which processes each class's masks on its own. The
+process runs on the clean mask; label maps and nested regions are assembled as above (regions clipped to their
+corrupted parent afterwards). The voxel units follow the paper: at other resolutions the same preset moves the
+boundary by the same number of voxels, a different share of the object (scale T, or the J3 radii, for the same
+relative drift), and on anisotropic grids it moves as many voxels along the thick axis, several times the distance
+in mm. On objects much smaller than 256-px lungs (lesions) J1 mostly adds a ~10-voxel shell.
+
+Reported Dice per key is measured on the final label map (after overwriting), against the clean map, and so is the
+size change per key (:func:`size_change`: voxels, relative change, median signed boundary shift in mm).
 """
 
 from __future__ import annotations
@@ -33,19 +52,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final, TypeAlias
 
 import numpy as np
+from scipy import ndimage
 
 from nnunet_ext.evaluation.io import LabelDefinition
-from nnunet_ext.evaluation.metrics import dice, label_or_region_to_key, region_mask
+from nnunet_ext.evaluation.metrics import crop_to_joint_bbox, dice, label_or_region_to_key, region_mask, surface
 from nnunet_ext.noise.corruptions import (
     add_spurious_blobs,
+    check_markov_parameters,
     distance_inside,
     distance_outside,
     drop_lesions,
     in_plane_axes,
     markov_boundary_noise,
+    markov_expand_shrink_noise,
+    random_dilate_or_erode,
 )
 
 _TIE_MM: Final[float] = 1e-9
@@ -74,6 +97,7 @@ class NoiseLevel:
         blob_radius_mm: Range of spurious-blob radii in mm (capped further by the budget).
     """
 
+    kind: ClassVar[str] = "calibrated"
     name: str
     target_dice: float
     target_jitter: float = 0.03
@@ -109,8 +133,78 @@ class NoiseLevel:
             raise ValueError(f"blob_radius_mm must satisfy 0 < lo <= hi, got {self.blob_radius_mm}.")
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"kind": self.kind, **asdict(self)}
 
+
+@dataclass(frozen=True)
+class MarkovNoise:
+    """Yao et al.'s Markov expand/shrink noise with fixed parameters, in voxels.
+
+    Applied per mask by :func:`~nnunet_ext.noise.corruptions.markov_expand_shrink_noise`.
+
+    Attributes:
+        name: Level name (recorded in the manifest).
+        steps: T, number of steps.
+        expand_prob: θ1, probability that a step expands the mask (> 0.5: outward bias, < 0.5: inward).
+        flip_prob: θ2, probability that a ring voxel flips in a step.
+        random_flip_prob: θ3, probability that any voxel flips after the steps (before the blur).
+        blur_sigma: σ of the final Gaussian blur in voxels (0 = none).
+        blur_radius: Half-width of the blur kernel in voxels (2 with σ 2: the published 5 × 5 kernel).
+    """
+
+    kind: ClassVar[str] = "markov"
+    name: str
+    steps: int
+    expand_prob: float
+    flip_prob: float
+    random_flip_prob: float
+    blur_sigma: float = 2.0
+    blur_radius: int = 2
+
+    def __post_init__(self) -> None:
+        check_markov_parameters(
+            self.steps, self.expand_prob, self.flip_prob, self.random_flip_prob, self.blur_sigma, self.blur_radius
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~nnunet_ext.noise.corruptions.markov_expand_shrink_noise`."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class MorphologyNoise:
+    """Random dilation or erosion per mask, radius in voxels (Yao et al.'s J3 kind).
+
+    Applied per mask by :func:`~nnunet_ext.noise.corruptions.random_dilate_or_erode` with unit spacing (J3 at 256 px:
+    7-9 px for lungs and heart, 3-5 px for clavicles).
+
+    Attributes:
+        name: Level name (recorded in the manifest).
+        radius_voxels: Range ``(lo, hi)`` of the ball radius in voxels, drawn uniformly per mask.
+        dilate_prob: Probability of dilation (else erosion).
+    """
+
+    kind: ClassVar[str] = "morphology"
+    name: str
+    radius_voxels: tuple[float, float] = (7.0, 9.0)
+    dilate_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        lo, hi = self.radius_voxels
+        if not 0 <= lo <= hi:
+            raise ValueError(f"radius_voxels must satisfy 0 <= lo <= hi, got {tuple(self.radius_voxels)}.")
+        if not 0 <= self.dilate_prob <= 1:
+            raise ValueError(f"dilate_prob must be in [0, 1], got {self.dilate_prob!r}.")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+AnyLevel: TypeAlias = NoiseLevel | MarkovNoise | MorphologyNoise
+"""Any noise level: calibrated to a Dice, or published with fixed parameters."""
 
 LEVELS: Final[dict[str, NoiseLevel]] = {
     "mild": NoiseLevel("mild", 0.9, drop_prob=0.1, spurious_prob=0.1, boundary_steps=2, boundary_flip_prob=0.2),
@@ -118,14 +212,26 @@ LEVELS: Final[dict[str, NoiseLevel]] = {
     "severe": NoiseLevel("severe", 0.7, drop_prob=0.3, spurious_prob=0.3, boundary_steps=4, boundary_flip_prob=0.4),
 }
 
+PUBLISHED_LEVELS: Final[dict[str, MarkovNoise | MorphologyNoise]] = {
+    "j1": MarkovNoise("j1", steps=180, expand_prob=0.8, flip_prob=0.05, random_flip_prob=0.2),
+    "j2": MarkovNoise("j2", steps=180, expand_prob=0.2, flip_prob=0.05, random_flip_prob=0.2),
+    "j3": MorphologyNoise("j3", radius_voxels=(7.0, 9.0), dilate_prob=0.5),
+}
+"""Yao et al.'s JSRT noise (ICLR 2023): J1 outward Markov drift, J2 inward, J3 random dilation/erosion."""
 
-def get_level(level: str | NoiseLevel) -> NoiseLevel:
-    """A :class:`NoiseLevel` by name (``mild``, ``moderate``, ``severe``) or as given."""
-    if isinstance(level, NoiseLevel):
+
+def get_level(level: str | AnyLevel) -> AnyLevel:
+    """A level by name (``mild``, ``moderate``, ``severe``, ``j1``, ``j2``, ``j3``) or as given."""
+    if isinstance(level, AnyLevel):
         return level
-    if level not in LEVELS:
-        raise ValueError(f"unknown noise level {level!r}; choose one of {sorted(LEVELS)} or pass a NoiseLevel.")
-    return LEVELS[level]
+    if level in LEVELS:
+        return LEVELS[level]
+    if level in PUBLISHED_LEVELS:
+        return PUBLISHED_LEVELS[level]
+    raise ValueError(
+        f"unknown noise level {level!r}; choose one of {[*LEVELS, *PUBLISHED_LEVELS]} or pass a NoiseLevel, "
+        "MarkovNoise or MorphologyNoise."
+    )
 
 
 def calibrate_morphology(
@@ -325,6 +431,98 @@ def corrupt_mask(
     return noisy, {"target_dice": target, "operations": ops, "dice": achieved}
 
 
+def corrupt_mask_published(
+    clean: np.ndarray,
+    rng: np.random.Generator,
+    level: MarkovNoise | MorphologyNoise,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Apply a published (uncalibrated) noise to one boolean mask.
+
+    One seed is drawn from ``rng`` for the mask, also when it is empty (so a mask's noise does not depend on whether
+    an earlier label of the case was empty); empty masks stay empty.
+
+    Args:
+        clean: Clean boolean mask.
+        rng: Generator of this case.
+        level: The noise (its parameters are in voxels).
+        allowed: The result is clipped to this mask (the corrupted parent region); None = no constraint.
+
+    Returns:
+        ``(noisy, record)``; the record lists the operation with its parameters (J3: the drawn sign and radius) and
+        the Dice against ``clean``.
+    """
+    mask_rng = np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+    if not clean.any():
+        return clean.copy(), {"operations": [], "dice": 1.0}
+    if isinstance(level, MarkovNoise):
+        noisy = markov_expand_shrink_noise(clean, mask_rng, **level.parameters())
+        op: dict[str, Any] = {"op": "markov_expand_shrink", **level.parameters()}
+    else:
+        noisy, kind, radius = random_dilate_or_erode(
+            clean, mask_rng, (1.0,) * clean.ndim, radius_mm=level.radius_voxels, dilate_prob=level.dilate_prob
+        )
+        op = {"op": kind, "radius_voxels": radius}
+    if allowed is not None:
+        noisy &= allowed
+    return noisy, {"operations": [op], "dice": dice(noisy, clean)}
+
+
+def boundary_shift_mm(noisy: np.ndarray, clean: np.ndarray, spacing: Sequence[float]) -> float:
+    """Median signed distance in mm of the noisy boundary from the clean one (positive = outside).
+
+    .. math::
+
+        s = \\operatorname{median}_{x \\in \\partial N} \\pm d(x, \\partial C),
+        \\quad + \\text{ outside } C, \\ - \\text{ inside}
+
+    with the surfaces ∂ of :func:`nnunet_ext.evaluation.metrics.surface` (face connectivity, outside the array =
+    background) and exact Euclidean distances between voxel centres. A dilation (erosion) of a flat boundary by k
+    voxels gives +k (−k) voxels; identical masks give 0. The median ignores the few specks far from the object
+    that Markov noise leaves. NaN when either mask is empty.
+
+    Identities pinned by tests: 0 for identical masks; ±k for k face dilations/erosions of a square; scales with
+    the spacing.
+    """
+    if not noisy.any() or not clean.any():
+        return math.nan
+    sp = np.asarray(spacing, dtype=np.float64)
+    n, c = crop_to_joint_bbox(noisy, clean, margin=1)
+    c_surface = surface(c)
+    d = ndimage.distance_transform_edt(~c_surface, sampling=sp)
+    signed = np.where(c & ~c_surface, -d, d)
+    return float(np.median(signed[surface(n)]))
+
+
+def size_change(noisy: np.ndarray, clean: np.ndarray, spacing: Sequence[float]) -> dict[str, Any]:
+    """How much larger or smaller ``noisy`` is than ``clean``: what biased noise changes and Dice does not show.
+
+    Returns:
+        ``clean_voxels``, ``noisy_voxels``, ``signed_change_voxels`` (noisy − clean), ``relative_change``
+        (noisy / clean − 1; NaN for an empty clean mask) and ``boundary_shift_mm`` (:func:`boundary_shift_mm`).
+    """
+    n_clean, n_noisy = int(clean.sum()), int(noisy.sum())
+    return {
+        "clean_voxels": n_clean,
+        "noisy_voxels": n_noisy,
+        "signed_change_voxels": n_noisy - n_clean,
+        "relative_change": n_noisy / n_clean - 1.0 if n_clean else math.nan,
+        "boundary_shift_mm": boundary_shift_mm(noisy, clean, spacing),
+    }
+
+
+def _corrupt_one(
+    clean: np.ndarray,
+    rng: np.random.Generator,
+    spacing: np.ndarray,
+    level: AnyLevel,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    if isinstance(level, NoiseLevel):
+        return corrupt_mask(clean, rng, spacing, level, allowed)
+    return corrupt_mask_published(clean, rng, level, allowed)
+
+
 def nested_region_order(label_def: LabelDefinition) -> list[tuple[Any, int]]:
     """Regions with their ``regions_class_order`` value, outermost first; checks that they are nested.
 
@@ -357,7 +555,7 @@ def corrupt_label_map(
     seg: np.ndarray,
     spacing: Sequence[float],
     label_def: LabelDefinition,
-    level: NoiseLevel,
+    level: AnyLevel,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Corrupt a clean label map (labels or nested regions; see the module docstring).
@@ -368,12 +566,14 @@ def corrupt_label_map(
         seg: Clean integer label map.
         spacing: Voxel size in mm per axis.
         label_def: Foreground labels or regions of the dataset.
-        level: Noise level.
+        level: Noise level: calibrated (:class:`NoiseLevel`) or published (:class:`MarkovNoise`,
+            :class:`MorphologyNoise`).
         rng: The case's generator (``np.random.default_rng([seed, case_index])``).
 
     Returns:
-        ``(noisy_seg, record)``: the noisy map (same shape and dtype) and ``{"dice": {key: d}, "operations": {key:
-        record}, "foreground_mean_dice": mean Dice over keys with a non-empty clean mask (NaN if none)}``.
+        ``(noisy_seg, record)``: the noisy map (same shape and dtype) and ``{"dice": {key: d}, "change": {key:
+        size_change}, "operations": {key: record}, "foreground_mean_dice": mean Dice over keys with a non-empty
+        clean mask (NaN if none)}``; the size change is :func:`size_change` with the working spacing.
     """
     sp = np.asarray(spacing, dtype=np.float64)
     if sp.size != seg.ndim:
@@ -386,26 +586,28 @@ def corrupt_label_map(
     if label_def.has_regions:
         parent = None
         for region, value in nested_region_order(label_def):
-            noisy, rec = corrupt_mask(region_mask(work, region), rng, sp_work, level, allowed=parent)
+            noisy, rec = _corrupt_one(region_mask(work, region), rng, sp_work, level, allowed=parent)
             out[noisy] = value
             records[label_or_region_to_key(region)] = rec
             parent = noisy
         keys = list(label_def.labels_or_regions)
     else:
         for label in sorted(label_def.labels_or_regions):
-            noisy, rec = corrupt_mask(work == label, rng, sp_work, level)
+            noisy, rec = _corrupt_one(work == label, rng, sp_work, level)
             out[noisy] = label
             records[label_or_region_to_key(label)] = rec
         keys = sorted(label_def.labels_or_regions)
-    dices, nonempty = {}, []
+    dices, changes, nonempty = {}, {}, []
     for k in keys:
-        clean_k = region_mask(work, k)
-        d = dice(region_mask(out, k), clean_k)
+        clean_k, noisy_k = region_mask(work, k), region_mask(out, k)
+        d = dice(noisy_k, clean_k)
         dices[label_or_region_to_key(k)] = d
+        changes[label_or_region_to_key(k)] = size_change(noisy_k, clean_k, sp_work)
         if clean_k.any():
             nonempty.append(d)
     summary = {
         "dice": dices,
+        "change": changes,
         "foreground_mean_dice": float(np.mean(nonempty)) if nonempty else math.nan,
         "operations": records,
     }

@@ -7,7 +7,8 @@ Target layout (``dst_raw_dir``)::
     labelsTr/               noisy labels (same geometry and pixel type as the clean ones)
     labelsTr_clean/         the clean labels, unchanged: the reference for `nnunet-ext evaluate`
     imagesTs/, labelsTs/    linked/copied unchanged when present
-    noise_manifest.json     seed, level and its parameters, per-case operations and noisy-vs-clean Dice
+    noise_manifest.json     seed, level and its parameters, per-case operations, noisy-vs-clean Dice and size
+                            change (voxels, relative, median signed boundary shift in mm) per label/region
 
 Case ``i`` (position in the sorted list of ``labelsTr`` case ids) uses ``np.random.default_rng([seed, i])``, so the
 result is byte-identical for a seed and independent of the number of processes. The target is written into a
@@ -37,7 +38,7 @@ from nnunet_ext.evaluation.io import (
     read_label_image,
     write_label_image,
 )
-from nnunet_ext.noise.levels import NoiseLevel, corrupt_label_map, get_level, nested_region_order
+from nnunet_ext.noise.levels import AnyLevel, corrupt_label_map, get_level, nested_region_order
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _simulate_case(
     label_file: str,
     out_file: str | None,
     label_def: LabelDefinition,
-    level: NoiseLevel,
+    level: AnyLevel,
     seed: int,
 ) -> dict[str, Any]:
     seg, geometry = read_label_image(label_file)
@@ -94,7 +95,7 @@ def _dataset_name(dst: Path) -> str:
 def simulate_noisy_dataset(
     src_raw_dir: str | os.PathLike,
     dst_raw_dir: str | os.PathLike,
-    level: str | NoiseLevel,
+    level: str | AnyLevel,
     seed: int,
     *,
     name: str | None = None,
@@ -107,7 +108,10 @@ def simulate_noisy_dataset(
     Args:
         src_raw_dir: Source dataset folder (``$nnUNet_raw/DatasetXXX_Name``) with ``dataset.json`` and ``labelsTr``.
         dst_raw_dir: Target dataset folder; must not exist unless ``overwrite``.
-        level: ``"mild"`` / ``"moderate"`` / ``"severe"`` (mean Dice ≈ 0.9 / 0.8 / 0.7) or a custom NoiseLevel.
+        level: ``"mild"`` / ``"moderate"`` / ``"severe"`` (calibrated to a mean Dice ≈ 0.9 / 0.8 / 0.7),
+            ``"j1"`` / ``"j2"`` / ``"j3"`` (Yao et al.'s published noise: outward / inward Markov drift, random
+            dilation or erosion; see :mod:`nnunet_ext.noise.levels`), or a custom NoiseLevel, MarkovNoise or
+            MorphologyNoise.
         seed: Seed of all randomness.
         name: ``"name"`` written into the target dataset.json (default: the target folder name without
             ``DatasetXXX_``).
@@ -195,17 +199,23 @@ def simulate_noisy_dataset(
     return manifest
 
 
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _manifest(
-    src: Path, dst: Path, level: NoiseLevel, seed: int, label_def: LabelDefinition, records: list[dict[str, Any]]
+    src: Path, dst: Path, level: AnyLevel, seed: int, label_def: LabelDefinition, records: list[dict[str, Any]]
 ) -> dict[str, Any]:
     case_means = [r["foreground_mean_dice"] for r in records]
-    finite = [d for d in case_means if not math.isnan(d)]
     keys = list(records[0]["dice"]) if records else []
-    per_key = {}
+    per_key, rel_change, shift = {}, {}, {}
     for k in keys:
         # Only cases whose clean mask of k is non-empty: an empty mask stays empty (Dice 1 by convention).
-        vals = [r["dice"][k] for r in records if r["operations"][k]["target_dice"] is not None]
-        per_key[k] = float(np.mean(vals)) if vals else math.nan
+        present = [r for r in records if r["change"][k]["clean_voxels"] > 0]
+        per_key[k] = _mean([r["dice"][k] for r in present])
+        rel_change[k] = _mean([r["change"][k]["relative_change"] for r in present])
+        shift[k] = _mean([r["change"][k]["boundary_shift_mm"] for r in present])
     return {
         "source": str(src),
         "target": str(dst),
@@ -215,8 +225,10 @@ def _manifest(
         "rng": "numpy.random.default_rng([seed, case_index]), case_index = position in the sorted labelsTr case ids",
         "labels_or_regions": [str(k) for k in keys],
         "has_regions": label_def.has_regions,
-        "mean_dice": float(np.mean(finite)) if finite else math.nan,
+        "mean_dice": _mean(case_means),
         "mean_dice_per_label_or_region": per_key,
+        "mean_relative_change_per_label_or_region": rel_change,
+        "mean_boundary_shift_mm_per_label_or_region": shift,
         "n_cases": len(records),
         "cases": records,
     }

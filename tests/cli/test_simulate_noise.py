@@ -69,3 +69,67 @@ def test_missing_nnunet_raw(monkeypatch):
     monkeypatch.delenv("nnUNet_raw", raising=False)
     with pytest.raises(RuntimeError, match="nnUNet_raw"):
         main(["simulate-noise", "-d", "Dataset501_Synth", "--out-id", "502", "--level", "mild", "--seed", "0"])
+
+
+@pytest.fixture
+def lung_raw_root(tmp_path, monkeypatch):
+    """A tiny 2-D PNG dataset: lung-like ellipse pairs at 96 px."""
+    root = tmp_path / "raw"
+    src = root / "Dataset531_Lungs"
+    (src / "imagesTr").mkdir(parents=True)
+    (src / "labelsTr").mkdir()
+    yy, xx = np.ogrid[:96, :96]
+    for i in range(2):
+        seg = np.zeros((96, 96), dtype=np.uint8)
+        for cx in (28 + i, 68):
+            seg[((yy - 48) / 28.0) ** 2 + ((xx - cx) / 11.0) ** 2 <= 1] = 1
+        sitk.WriteImage(sitk.GetImageFromArray(seg), str(src / "labelsTr" / f"l_{i}.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(seg * 200), str(src / "imagesTr" / f"l_{i}_0000.png"))
+    ds = {"channel_names": {"0": "R"}, "labels": {"background": 0, "lung": 1}, "numTraining": 2, "file_ending": ".png"}
+    (src / "dataset.json").write_text(json.dumps(ds))
+    monkeypatch.setenv("nnUNet_raw", str(root))
+    monkeypatch.delenv("nnUNet_preprocessed", raising=False)
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    return root
+
+
+def test_simulate_noise_cli_published_presets(lung_raw_root, capsys):
+    base = ["simulate-noise", "-d", "531", "--seed", "0"]
+    assert main([*base, "--out-id", "532", "--level", "j1"]) == 0
+    out = capsys.readouterr().out
+    target = lung_raw_root / "Dataset532_LungsNoisyJ1"
+    manifest = json.loads((target / "noise_manifest.json").read_text())
+    assert manifest["level"] == "j1" and manifest["parameters"]["steps"] == 180
+    assert "size change" in out and "boundary shift" in out
+    change = manifest["mean_relative_change_per_label_or_region"]["1"]
+    assert change > 0.2 and f"{100 * change:+.1f} %" in out
+    noisy = sitk.GetArrayFromImage(sitk.ReadImage(str(target / "labelsTr" / "l_0.png")))
+    clean = sitk.GetArrayFromImage(sitk.ReadImage(str(target / "labelsTr_clean" / "l_0.png")))
+    assert noisy.sum() > clean.sum()
+    assert main([*base, "--out-id", "533", "--level", "j2"]) == 0
+    j2 = json.loads((lung_raw_root / "Dataset533_LungsNoisyJ2" / "noise_manifest.json").read_text())
+    assert j2["mean_relative_change_per_label_or_region"]["1"] < 0
+    assert main([*base, "--out-id", "534", "--level", "j3", "--dry-run"]) == 0
+    assert "would write" in capsys.readouterr().out
+
+
+def test_simulate_noise_cli_custom_markov(lung_raw_root, capsys):
+    base = ["simulate-noise", "-d", "531", "--out-id", "535", "--seed", "0"]
+    assert main([*base, "--markov", "40", "0.2", "0.1", "0"]) == 0
+    manifest = json.loads((lung_raw_root / "Dataset535_LungsNoisyMarkov" / "noise_manifest.json").read_text())
+    assert manifest["level"] == "markov"
+    assert {k: manifest["parameters"][k] for k in ("steps", "expand_prob", "flip_prob", "random_flip_prob")} == {
+        "steps": 40,
+        "expand_prob": 0.2,
+        "flip_prob": 0.1,
+        "random_flip_prob": 0.0,
+    }
+    assert manifest["mean_relative_change_per_label_or_region"]["1"] < 0
+    with pytest.raises(ValueError, match="whole number"):
+        main([*base, "--markov", "2.5", "0.8", "0.05", "0.2", "--dry-run"])
+    with pytest.raises(ValueError, match="expand_prob"):
+        main([*base, "--markov", "10", "1.8", "0.05", "0.2", "--dry-run"])
+    with pytest.raises(SystemExit):  # --level and --markov exclude each other; one is required
+        main([*base, "--level", "j1", "--markov", "10", "0.8", "0.05", "0.2"])
+    with pytest.raises(SystemExit):
+        main(base)

@@ -58,3 +58,19 @@ def raw_dataset(tmp_path):
 def lesion_seg():
     """The :func:`make_lesion_seg` factory (test modules cannot import conftest under --import-mode=importlib)."""
     return make_lesion_seg
+
+
+def make_lungs(shape=(256, 256)) -> np.ndarray:
+    """Two upright ellipses (150 × 60 px at 256 px, scaled with ``shape``): a lung-field-like 2-D mask."""
+    h, w = shape
+    yy, xx = np.ogrid[:h, :w]
+    mask = np.zeros(shape, dtype=bool)
+    for cx in (0.293 * w, 0.707 * w):
+        mask |= ((yy - 0.5 * h) / (0.293 * h)) ** 2 + ((xx - cx) / (0.117 * w)) ** 2 <= 1.0
+    return mask
+
+
+@pytest.fixture
+def lungs():
+    """The :func:`make_lungs` factory."""
+    return make_lungs

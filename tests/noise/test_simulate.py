@@ -128,3 +128,38 @@ def test_png_dataset(tmp_path):
     noisy = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "Dataset521_PngNoisy" / "labelsTr" / "p_0.png")))
     assert noisy.shape == (64, 64) and noisy.dtype == np.uint8 and set(np.unique(noisy)) <= {0, 1}
     assert abs(manifest["mean_dice"] - 0.9) < 0.05
+
+
+def _png_lung_dataset(root, lungs, n=2):
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(n):
+        seg = np.roll(lungs((128, 128)), i, axis=1).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(seg), str(root / "labelsTr" / f"l_{i}.png"))
+        sitk.WriteImage(sitk.GetImageFromArray(seg * 200), str(root / "imagesTr" / f"l_{i}_0000.png"))
+    ds = {"channel_names": {"0": "R"}, "labels": {"background": 0, "lung": 1}, "numTraining": n, "file_ending": ".png"}
+    (root / "dataset.json").write_text(json.dumps(ds))
+    return root
+
+
+def test_published_markov_noise_dataset(tmp_path, lungs):
+    src = _png_lung_dataset(tmp_path / "Dataset530_Lungs", lungs)
+    manifest = simulate_noisy_dataset(src, tmp_path / "a", "j1", seed=0)
+    assert manifest["level"] == "j1" and manifest["parameters"]["kind"] == "markov"
+    assert manifest["parameters"]["steps"] == 180 and manifest["parameters"]["expand_prob"] == 0.8
+    for case in manifest["cases"]:
+        clean = sitk.GetArrayFromImage(sitk.ReadImage(str(src / "labelsTr" / f"{case['case']}.png")))
+        noisy = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "a" / "labelsTr" / f"{case['case']}.png")))
+        change = case["change"]["1"]
+        assert change["signed_change_voxels"] == int((noisy == 1).sum()) - int((clean == 1).sum()) > 0
+        assert case["dice"]["1"] == pytest.approx(dice(noisy == 1, clean == 1))
+        assert change["boundary_shift_mm"] > 5
+    assert manifest["mean_relative_change_per_label_or_region"]["1"] > 0.2
+    assert manifest["mean_boundary_shift_mm_per_label_or_region"]["1"] > 5
+    simulate_noisy_dataset(src, tmp_path / "b", "j1", seed=0, num_processes=2)
+    simulate_noisy_dataset(src, tmp_path / "c", "j1", seed=1)
+    a, b, c = (_bytes(tmp_path / x / "labelsTr") for x in "abc")
+    assert a == b and all(a[k] != c[k] for k in a)
+    j3 = simulate_noisy_dataset(src, tmp_path / "d", "j3", seed=0, dry_run=True)
+    assert j3["parameters"]["kind"] == "morphology" and tuple(j3["parameters"]["radius_voxels"]) == (7.0, 9.0)
+    assert {c["operations"]["1"]["operations"][0]["op"] for c in j3["cases"]} <= {"dilate", "erode"}
