@@ -104,9 +104,14 @@ def test_ddp_training_and_final_validation_on_gloo(tiny_lesion_2d, tmp_path):
                 stderr=subprocess.STDOUT,
             )
         )
-    codes = [p.wait(timeout=300) for p in procs]
-    for log in logs:
-        log.close()
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:  # a hung rank must not outlive the test
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for log in logs:
+            log.close()
     assert codes == [0, 0], "\n".join((tmp_path / f"rank{r}.log").read_text()[-4000:] for r in range(2))
 
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
