@@ -144,7 +144,9 @@ class Rot90Predictor(nnUNetPredictor):
     """``nnUNetPredictor`` with a choice of test-time augmentation.
 
     Only ``_internal_maybe_mirror_and_predict`` (one sliding-window patch ``(1, C, *patch)``) changes; everything
-    else (model loading, sliding window, Gaussian weighting, fold averaging, export) is nnU-Net's.
+    else (model loading, sliding window, Gaussian weighting, fold averaging, export) is nnU-Net's. Optionally
+    (:meth:`set_boundary_offsets`) the fold-averaged logits of each case are shifted by per-class boundary offsets
+    (``predict_logits_from_preprocessed_data``, trusted-case calibration, :mod:`nnunet_ext.correction.calibrate`).
 
     Args:
         tta: ``"rot90"`` (the module docstring's flips x quarter turns, logits averaged; the checkpoint's allowed
@@ -162,7 +164,38 @@ class Rot90Predictor(nnUNetPredictor):
             raise ValueError("Rot90Predictor sets use_mirroring from tta; pass tta='mirror' or tta='none' instead")
         super().__init__(use_mirroring=tta == "mirror", **kwargs)
         self.tta: TTAMode = tta
+        self.boundary_offsets_mm: dict[str, float | None] | None = None
         self._warned: set[str] = set()
+
+    def set_boundary_offsets(self, offsets_mm: dict[str, float | None] | None) -> None:
+        """Shift every case's fold-averaged logits by these per-class offsets in mm (> 0 moves the boundary
+        inward; keys as ``label_or_region_to_key``), see :func:`nnunet_ext.correction.calibrate.
+        apply_boundary_offsets`. None or all-zero: no shift."""
+        self.boundary_offsets_mm = None if offsets_mm is None else dict(offsets_mm)
+
+    @torch.inference_mode()
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        """nnU-Net's fold-averaged logits in preprocessed space, then the boundary shift if offsets are set.
+
+        This is the last point where the logits of a case are seen before nnU-Net resamples and exports them (in
+        every prediction path: ``predict_from_files``, the sequential one and ``predict_single_npy_array``), so the
+        exported segmentation and ``--save_probabilities`` files (softmax/sigmoid of these logits) both show the
+        shifted boundary.
+        """
+        logits = super().predict_logits_from_preprocessed_data(data)
+        if not self.boundary_offsets_mm or not any(self.boundary_offsets_mm.values()):
+            return logits
+        from nnunet_ext.correction.calibrate import apply_boundary_offsets
+
+        cm = self.configuration_manager
+        shifted = apply_boundary_offsets(
+            logits.float().cpu().numpy(),
+            self.boundary_offsets_mm,
+            self.label_manager,
+            cm.spacing,
+            two_d=len(cm.patch_size) == 2,
+        )
+        return torch.from_numpy(shifted).to(logits.dtype)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "label-update": ("nnunet_ext.cli.label_update", "label-update baseline: 5-fold ensemble relabels the training set"),
     "speed": ("nnunet_ext.cli.speed", "time training iterations (and inference) of trainers against nnUNetTrainer"),
     "trust": ("nnunet_ext.cli.trust", "record expert-labelled (trusted) training cases; splits that hold them out"),
+    "calibrate": (
+        "nnunet_ext.cli.calibrate",
+        "per-class boundary offset of a trained model on its held-out trusted cases (for predict --boundary-offset)",
+    ),
 }
 
 

@@ -4,7 +4,9 @@ Same flags as ``nnUNetv2_predict`` (nnU-Net 2.8.1 ``predict_entry_point``) plus 
 ``mirror`` (default) is nnU-Net's behaviour, ``rot90`` the BraTS 2020 rotational TTA (16 flips x quarter turns,
 :mod:`nnunet_ext.inference`), ``none`` equals ``--disable_tta``. nnU-Net's own code paths do the work
 (``initialize_from_trained_model_folder``, ``predict_from_files``); a ``nnunet_ext_predict.json`` manifest next to the
-predictions records the TTA used::
+predictions records the TTA used. ``--boundary-offset calibrated|MM`` shifts the class boundaries of the fold-averaged
+logits before export (:mod:`nnunet_ext.correction.calibrate`; ``calibrated`` averages what ``nnunet-ext calibrate``
+stored per fold; the manifest records the offsets)::
 
     nnunet-ext predict -i imagesTs -o pred -d 600 -c 3d_fullres_dilated_unet -f 0 1 2 3 4 \\
         -tr RegionDiceSWATrainer --tta rot90
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -44,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="test-time augmentation: mirror (nnU-Net's, default), rot90 (flips x 90-degree in-plane rotations, "
         "logits averaged) or none",
+    )
+    parser.add_argument(
+        "--boundary-offset",
+        default=None,
+        metavar="calibrated|MM",
+        help="shift every class boundary before export: 'calibrated' uses the per-class offsets that nnunet-ext "
+        "calibrate stored per fold (averaged over -f), a number of mm applies to every class; > 0 moves boundaries "
+        "inward (the prediction was too large), < 0 outward (default: no shift)",
     )
     parser.add_argument("--disable_tta", action="store_true", help="no test-time augmentation (same as --tta none)")
     parser.add_argument("--verbose", action="store_true", help="nnU-Net's verbose output")
@@ -106,6 +117,57 @@ def _folds(values: list[str]) -> list[int | str]:
     return folds
 
 
+def parse_boundary_offset(value: str | None) -> str | float | None:
+    """``--boundary-offset``: None, ``"calibrated"`` or a finite number of mm."""
+    if value is None or value == "calibrated":
+        return value
+    try:
+        mm = float(value)
+    except ValueError:
+        mm = math.nan
+    if not math.isfinite(mm):
+        raise ValueError(
+            f"--boundary-offset takes 'calibrated' or a finite number of mm (> 0 moves boundaries inward), "
+            f"got {value!r}"
+        )
+    return mm
+
+
+def _calibrate_command(args: argparse.Namespace, folds: list[int | str]) -> str:
+    line = f"nnunet-ext calibrate -d {args.d} -c {args.c} -tr {args.tr} -f {' '.join(str(f) for f in folds)}"
+    if args.p != "nnUNetPlans":
+        line += f" -p {args.p}"
+    if args.chk != "checkpoint_final.pth":
+        line += f" -chk {args.chk}"
+    return line
+
+
+def _boundary_offsets(args: argparse.Namespace, predictor, model_folder: str, folds: list[int | str]) -> dict | None:
+    """Set the predictor's offsets from ``--boundary-offset``; returns the manifest entry."""
+    from nnunet_ext.correction.calibrate import load_calibrated_offsets, uniform_offsets
+
+    mode = parse_boundary_offset(args.boundary_offset)
+    if mode is None:
+        return None
+    per_fold = None
+    if mode == "calibrated":
+        try:
+            offsets, per_fold = load_calibrated_offsets(model_folder, folds, args.chk)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"--boundary-offset calibrated: {err}; run {_calibrate_command(args, folds)}") from None
+    else:
+        offsets = uniform_offsets(predictor.label_manager, mode)
+    predictor.set_boundary_offsets(offsets)
+    return {
+        "mode": "calibrated" if mode == "calibrated" else "fixed",
+        "offsets_mm": offsets,
+        "per_fold": per_fold,
+        "sign": "> 0 moves the boundary inward (prediction larger than the trusted reference)",
+        "applied_to": "fold-averaged logits in preprocessed space, before resampling and export; saved "
+        "probabilities are those of the shifted logits",
+    }
+
+
 def _build_predictor(args: argparse.Namespace):
     """Validate the arguments and return ``(predictor, manifest)``; user errors raise ValueError/FileNotFoundError."""
     import torch
@@ -116,6 +178,7 @@ def _build_predictor(args: argparse.Namespace):
 
     tta = resolve_tta(args.tta, args.disable_tta)
     folds = _folds(args.f)
+    parse_boundary_offset(args.boundary_offset)  # refuse a bad value before loading the model
     if not 0 <= args.part_id < args.num_parts:
         raise ValueError(f"-part_id must be in 0 .. num_parts - 1 = {args.num_parts - 1}, got {args.part_id}")
     if args.npp == 0 and args.nps == 0 and args.num_parts > 1:
@@ -141,6 +204,7 @@ def _build_predictor(args: argparse.Namespace):
         allow_tqdm=not args.disable_progress_bar,
     )
     predictor.initialize_from_trained_model_folder(model_folder, folds, checkpoint_name=args.chk)
+    boundary = _boundary_offsets(args, predictor, model_folder, folds)
     patch = tuple(predictor.configuration_manager.patch_size)
     manifest = {
         "nnunet_ext_version": nnunet_ext.__version__,
@@ -155,6 +219,7 @@ def _build_predictor(args: argparse.Namespace):
         "tta_averaging": "logits",
         "step_size": args.step_size,
         "patch_size": list(patch),
+        "boundary_offset": boundary,
     }
     return predictor, manifest
 

@@ -40,7 +40,7 @@ def _our_flags() -> set[str]:
 def test_accepts_every_nnunetv2_predict_flag():
     theirs = _nnunet_predict_flags()
     assert {"-i", "-o", "-d", "-chk", "--disable_tta", "-npp"} <= theirs  # the scan works
-    assert _our_flags() == theirs | {"--tta"}
+    assert _our_flags() == theirs | {"--tta", "--boundary-offset"}
 
 
 def test_defaults_match_nnunet():
