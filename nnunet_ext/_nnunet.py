@@ -173,3 +173,21 @@ def serve_loaded_checkpoint(path: str, checkpoint: dict[str, Any]) -> Iterator[N
         yield
     finally:
         module.torch = original
+
+
+def rebuild_dataloaders(trainer) -> None:
+    """Shut down the trainer's data loaders and build new ones on ``trainer.preprocessed_dataset_folder``."""
+    from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+
+    for loader in (getattr(trainer, "dataloader_train", None), getattr(trainer, "dataloader_val", None)):
+        if isinstance(loader, (NonDetMultiThreadedAugmenter, MultiThreadedAugmenter)):
+            loader._finish()
+    trainer.dataloader_train, trainer.dataloader_val = trainer.get_dataloaders()
+
+
+def sample_foreground_locations(seg, classes) -> dict:
+    """nnU-Net's per-class foreground locations of a preprocessed seg (what its patch sampler oversamples from)."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+
+    return DefaultPreprocessor._sample_foreground_locations(seg, classes, seed=1234, verbose=False)

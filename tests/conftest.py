@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("nnUNet_compile", "f")
@@ -80,3 +81,34 @@ def tiny_lesion_2d(nnunet_dirs) -> SimpleNamespace:
     plan_and_preprocess(501, ("2d",))
     shrink_plans(nnunet_dirs.preprocessed, folder.name, "2d")
     return SimpleNamespace(id=501, name=folder.name, raw=folder, dirs=nnunet_dirs)
+
+
+@pytest.fixture(scope="session")
+def biased_lesion_2d(nnunet_dirs) -> SimpleNamespace:
+    """Dataset 533: 8 training volumes whose labels are dilated in-plane by 2 voxels (a known outward bias of 1.6 mm),
+    except the trusted cases 000 and 001 (clean, held out of training by a trust split), planned for ``2d``."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from nnunet_ext.synthetic import make_lesion_dataset
+    from nnunet_ext.trusted import save_trusted, trusted_split, write_splits
+
+    folder = make_lesion_dataset(nnunet_dirs.raw, 533, "BiasedLesion", num_train=8, num_test=1, shape=(6, 64, 64))
+    trusted = ["biasedlesion_000", "biasedlesion_001"]
+    structure = np.zeros((1, 3, 3), bool)
+    structure[0] = ndimage.generate_binary_structure(2, 1)
+    for path in sorted((folder / "labelsTr").glob("*.nii.gz")):
+        if path.name.split(".")[0] in trusted:
+            continue
+        image = sitk.ReadImage(str(path))
+        seg = sitk.GetArrayFromImage(image) > 0
+        biased = ndimage.binary_dilation(seg, structure, iterations=2).astype(np.uint8)
+        out = sitk.GetImageFromArray(biased)
+        out.CopyInformation(image)
+        sitk.WriteImage(out, str(path))
+    plan_and_preprocess(533, ("2d",))
+    shrink_plans(nnunet_dirs.preprocessed, folder.name, "2d")
+    cases = sorted(p.name.split(".")[0] for p in (folder / "labelsTr").glob("*.nii.gz"))
+    save_trusted(folder.name, trusted)
+    write_splits(folder.name, trusted_split(cases, trusted), overwrite=True)
+    return SimpleNamespace(id=533, name=folder.name, raw=folder, dirs=nnunet_dirs, trusted=trusted)

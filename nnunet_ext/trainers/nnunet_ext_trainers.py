@@ -13,10 +13,12 @@ uses absolute imports only and has no side effects. Names are API (results folde
 | DiceReweightTrainer | Dice, per sample | data re-weighting (COPLE Table IV) |
 | RegionDiceTrainer, RegionDiceAdamTrainer | BraTS region Dice | - (Adam variant: lr 1e-4, cosine after half) |
 | RegionDiceSWATrainer, NRDiceSWATrainer, NRDiceAdaptiveMTSWATrainer | region Dice / NR-Dice | SWA fine-tuning |
+| SpatialCorrectionTrainer, NRDiceAdaptiveMTSpatialCorrectionTrainer | CE + Dice / NR-Dice | trusted-case correction |
 """
 
 from nnunet_ext.training.base import ExtTrainerBase, LossSpec, OptimizerSpec
 from nnunet_ext.training.consistency import MeanTeacherConfig
+from nnunet_ext.training.correction import SpatialCorrectionConfig
 from nnunet_ext.training.reweight import ReweightConfig
 from nnunet_ext.training.swa import SWAConfig
 
@@ -175,3 +177,20 @@ class NRDiceAdaptiveMTSWATrainer(NRDiceAdaptiveMTTrainer):
     """Adaptive mean teacher with NR-Dice, then SWA fine-tuning; the SWA average of the student is exported."""
 
     swa = SWAConfig()
+
+
+# --- biased labels: trusted-case spatial label correction (Yao et al., ICLR 2023) ---------------------------------
+
+
+class SpatialCorrectionTrainer(ExtTrainerBase):
+    """nnU-Net's Dice + CE; at half of the epochs the training labels are corrected by the boundary offset measured
+    on held-out trusted cases (``nnunet-ext trust``), then the network is re-initialised and retrained on them."""
+
+    spatial_correction = SpatialCorrectionConfig()
+
+
+class NRDiceAdaptiveMTSpatialCorrectionTrainer(NRDiceAdaptiveMTTrainer):
+    """The flagship (NR-Dice + adaptive mean teacher) with trusted-case spatial label correction; the teacher
+    predicts the correction pass."""
+
+    spatial_correction = SpatialCorrectionConfig()

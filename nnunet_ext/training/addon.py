@@ -68,6 +68,9 @@ class TrainerAddon:
         """Called instead of ``after_optimizer_step`` for a step that was skipped (non-finite loss or gradient, or
         skipped by the AMP grad scaler): drop whatever the step prepared; update no state."""
 
+    def reset(self, trainer: ExtTrainerBase) -> None:
+        """Called when a label-correction round re-initialises the network: start this add-on's state afresh."""
+
     # export and state -----------------------------------------------------------------------------------------
     def before_export(self, trainer: ExtTrainerBase) -> None:
         """Called before the exported module is validated with or written to a checkpoint (e.g. to refresh

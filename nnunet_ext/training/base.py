@@ -38,6 +38,7 @@ from nnunet_ext.losses import build_loss, wrap_deep_supervision
 from nnunet_ext.losses.registry import LOSSES
 from nnunet_ext.training.addon import TrainerAddon
 from nnunet_ext.training.consistency import MeanTeacher, MeanTeacherConfig
+from nnunet_ext.training.correction import SpatialCorrection, SpatialCorrectionConfig
 from nnunet_ext.training.reweight import Reweight, ReweightConfig
 from nnunet_ext.training.schedules import EpochLR
 from nnunet_ext.training.swa import SWAConfig, SWAPhase
@@ -54,7 +55,12 @@ TRAINER_OVERRIDABLE = (
 )
 
 # config attribute name -> add-on class; also the dispatch order of hooks.
-ADDONS: dict[str, type[TrainerAddon]] = {"reweight": Reweight, "mean_teacher": MeanTeacher, "swa": SWAPhase}
+ADDONS: dict[str, type[TrainerAddon]] = {
+    "reweight": Reweight,
+    "mean_teacher": MeanTeacher,
+    "spatial_correction": SpatialCorrection,
+    "swa": SWAPhase,
+}
 
 STUDENT_KEY = "nnunet_ext_student_weights"
 STATE_KEY = "nnunet_ext_state"
@@ -121,6 +127,7 @@ class ExtTrainerBase(nnUNetTrainer):
     optimizer_spec: ClassVar[OptimizerSpec | None] = None
     mean_teacher: ClassVar[MeanTeacherConfig | None] = None
     reweight: ClassVar[ReweightConfig | None] = None
+    spatial_correction: ClassVar[SpatialCorrectionConfig | None] = None
     swa: ClassVar[SWAConfig | None] = None
 
     def __init__(

@@ -15,6 +15,29 @@ Per training step (student S, teacher T = EMA of S, batch x, y):
 
 Under DDP the losses entering both decisions are all-reduced, so every rank takes the same gate decision and the
 teachers stay identical.
+
+Cost of a step (issue #11 item 11). The floor is the teacher's one forward without gradients: ``f`` in
+``nnunet-ext speed``, about 0.32 of a stock nnU-Net step on the demo data (2d, 80 x 80, batch 8, narrowed U-Net,
+CPU, one thread). The rest, as shares of that stock step (``examples/profile_mean_teacher.py`` and per-piece timing
+on the step's own tensors), and what was decided:
+
+- Noise: two independent draws (n_S, n_T) are the method. Each is one buffer, ``randn_like().mul_().clamp_()``,
+  and the teacher's input is added to it in place: the same draws, 0.0042 -> 0.0025 per draw. One call for both
+  draws was no faster.
+- Teacher loss L_T: 0.021, kept whole. AdaS compares it with the student's loss L_S, which is weighted over the
+  deep-supervision outputs, so L_T runs over the same outputs with the same weights, under ``no_grad``; nnU-Net's
+  ``DeepSupervisionWrapper`` already skips the weight-0 (lowest-resolution) output for both. L_T at full
+  resolution only would halve it (0.010) but compare a full-resolution loss with a weighted one: rejected. Most of
+  its cost is the NR-Dice loss itself (``|e|^1.5`` as a general ``pow``, 0.006 of it; ``nnunet_ext.losses``).
+- Consistency term: 0.013 -> 0.009 (forward and backward). With two softmax channels,
+  ``|p_0 - q_0| = |p_1 - q_1|``, so the mean over the channels is the mean of ``|sigmoid(s_1 - s_0) -
+  sigmoid(t_1 - t_0)|`` over one channel: the same value and gradient, from half the elements. Sharing the
+  student's softmax with NR-Dice (which computes it inside the loss and drops the background) would need a loss API
+  for about 0.001: not done.
+- AdaS tensors (two float64 means, the weight): 0.0015, and no host synchronisation (the one per step is in
+  ``after_optimizer_step``): kept.
+- The EMA update (``ema_update_`` through ``AveragedModel.update_parameters``) costs 0.018; one ``_foreach_lerp_``
+  over cached tensor lists would cost 0.0015.
 """
 
 from __future__ import annotations
@@ -112,9 +135,20 @@ def full_resolution(output: Any) -> torch.Tensor:
 
 
 def mae_consistency(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regions: bool) -> torch.Tensor:
-    """Mean absolute difference of probabilities (softmax over channels, sigmoid for regions), in float32."""
-    act = torch.sigmoid if regions else (lambda x: torch.softmax(x, 1))
-    return (act(student_logits.float()) - act(teacher_logits.float()).detach()).abs().mean()
+    """Mean absolute difference of probabilities (softmax over channels, sigmoid for regions), in float32.
+
+    Two softmax channels (background + one class): ``p_0 = 1 - p_1`` gives ``|p_0 - q_0| = |p_1 - q_1|``, so the
+    mean over both channels is the mean of ``|sigmoid(s_1 - s_0) - sigmoid(t_1 - t_0)|`` over one: the same value and
+    gradient (to float rounding) from half the elements and no softmax.
+    """
+    s, t = student_logits.float(), teacher_logits.float()
+    if regions:
+        p, q = torch.sigmoid(s), torch.sigmoid(t)
+    elif s.shape[1] == 2:
+        p, q = torch.sigmoid(s[:, 1] - s[:, 0]), torch.sigmoid(t[:, 1] - t[:, 0])
+    else:
+        p, q = torch.softmax(s, 1), torch.softmax(t, 1)
+    return (p - q.detach()).abs().mean()
 
 
 def _mean(values: list[float]) -> float:
@@ -223,6 +257,14 @@ class MeanTeacher(TrainerAddon):
             ema_update_(self.teacher, unwrap(trainer.network), decay)
         self._epoch_stats["update"].append(float(decay is not None))
         self.step += 1
+
+    def reset(self, trainer: ExtTrainerBase) -> None:
+        # a correction round re-initialised the student: the teacher restarts as its copy, with an empty gate
+        self.teacher.module.load_state_dict(unwrap(trainer.network).state_dict())
+        self.teacher.n_averaged.zero_()
+        self.gate.history.clear()
+        self.step = 0
+        self._pending = None
 
     def on_skipped_step(self, trainer: ExtTrainerBase) -> None:
         # no teacher update, no gate history entry, no step count for a step without an optimizer step

@@ -81,6 +81,10 @@ class Reweight(TrainerAddon):
             self.history.append(self._pending)
             self._pending = None
 
+    def reset(self, trainer) -> None:
+        self.history.clear()
+        self._pending = None
+
     def on_skipped_step(self, trainer) -> None:
         self._pending = None
         if self._kept:

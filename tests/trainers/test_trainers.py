@@ -41,8 +41,11 @@ EXPECTED = {
     "RegionDiceSWATrainer",
     "NRDiceSWATrainer",
     "NRDiceAdaptiveMTSWATrainer",
+    # issue 12: trusted-case spatial label correction
+    "SpatialCorrectionTrainer",
+    "NRDiceAdaptiveMTSpatialCorrectionTrainer",
 }
-DECLARATION_KEYS = {"loss_spec", "optimizer_spec", "mean_teacher", "reweight", "swa"}
+DECLARATION_KEYS = {"loss_spec", "optimizer_spec", "mean_teacher", "reweight", "spatial_correction", "swa"}
 PLUGIN_ATTRIBUTES = DECLARATION_KEYS | {"ext_addons", "ext_loss_spec", "_ext_validation_swap"}
 
 
@@ -106,7 +109,12 @@ def test_found_by_nnunet_lookup(monkeypatch):
 # --- trainers on a real preprocessed dataset ---------------------------------------------------------------------
 
 
-LABEL_TRAINERS = sorted(EXPECTED - {"RegionDiceTrainer", "RegionDiceAdamTrainer", "RegionDiceSWATrainer"})
+# the correction trainers need trusted cases (tests/trainers/test_spatial_correction.py)
+LABEL_TRAINERS = sorted(
+    EXPECTED
+    - {"RegionDiceTrainer", "RegionDiceAdamTrainer", "RegionDiceSWATrainer"}
+    - {"SpatialCorrectionTrainer", "NRDiceAdaptiveMTSpatialCorrectionTrainer"}
+)
 
 
 @pytest.mark.parametrize("name", LABEL_TRAINERS)
