@@ -215,10 +215,14 @@ class SpatialCorrection(TrainerAddon):
         final = root / f"round_{k}"
         source = Path(trainer.preprocessed_dataset_folder)
         if (final / ROUND_SUMMARY).is_file():  # finished before a kill: reuse
-            summary = json.loads((final / ROUND_SUMMARY).read_text())
             trainer.print_to_log_file(f"spatial correction round {k + 1}: reusing {final}")
-        else:
-            summary = self._correct(trainer, k, source, root, final)
+        elif trainer.local_rank == 0:  # under DDP one rank predicts and writes, the others wait for the folder
+            self._correct(trainer, k, source, root, final)
+        if trainer.is_ddp:
+            import torch.distributed as dist
+
+            dist.barrier()
+        summary = json.loads((final / ROUND_SUMMARY).read_text())
         self.offsets.append(summary["offsets_mm"])
         self.folder = str(final)
         self.rounds_done += 1
@@ -244,7 +248,7 @@ class SpatialCorrection(TrainerAddon):
         trainer._ext_swap_in_export()  # predict with the exported model (teacher / average) when there is one
         try:
             trainer.set_deep_supervision_enabled(False)
-            network = trainer.network
+            network = unwrap(trainer.network)  # no DDP forward (it would synchronise with ranks that do not predict)
             network.eval()
             predictor = self._predictor(trainer, network)
 
