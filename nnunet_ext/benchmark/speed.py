@@ -11,28 +11,41 @@ Protocol:
 - Warm-up steps run per trainer; timed steps are interleaved (iteration ``i`` runs every trainer, the starting
   trainer rotating) so background load on a shared machine hits all trainers alike. The statistic is the median.
 - The reference is stock ``nnUNetTrainer`` (added with the default configuration when not listed).
+- Floor of a mean teacher: after each timed step, one forward pass of the same trainer's network on the same batch
+  is timed as the teacher runs it (eval mode, ``torch.no_grad``, autocast on CUDA as in training, the compiled
+  module when nnU-Net compiles; CUDA synchronised before each timer is read), and the network is put back in
+  training mode. ``f`` = that forward's median / the median step of stock ``nnUNetTrainer`` on the row's
+  configuration (the reference, or ``nnUNetTrainer:<configuration>`` when it is timed too; else the reference);
+  ``floor`` = (that stock step + the forward) / the reference step, which is ``1 + f`` on the reference's
+  configuration: the least a method with one extra no-grad forward per step can cost. A mean teacher's ratio minus
+  its floor is what the rest of its step (teacher loss, noise, consistency term, EMA update) costs.
 - Inference: each test image is preprocessed once per configuration; the time per case is the median of
   ``nnUNetPredictor.predict_logits_from_preprocessed_data`` (sliding window, nnU-Net's default mirroring unless
   disabled) with the network nnU-Net's predictor would build (no deep supervision). nnU-Net caps the threads of this
   call at ``nnUNet_def_n_proc``.
 - On a machine shared with other jobs, run with ``OMP_NUM_THREADS=1``: multi-threaded CPU kernels then wait for
-  descheduled threads and single operations slow down several-fold, erratically.
+  descheduled threads and single operations slow down several-fold, erratically. ``clock="cpu"`` (CPU device only)
+  times steps and forwards with this process's CPU time (``time.process_time``) instead of the wall clock: time spent
+  waiting for a core is not counted, which steadies the ratios on a loaded machine (with several threads it sums
+  their CPU time, i.e. it measures work, not latency).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.nn.functional import interpolate
 
+from nnunet_ext._nnunet import deep_supervision_scales
 from nnunet_ext.benchmark.datasets import dataset_name
 from nnunet_ext.benchmark.runner import (
     build_trainer,
@@ -45,6 +58,7 @@ from nnunet_ext.benchmark.runner import (
 )
 
 REFERENCE_TRAINER = "nnUNetTrainer"
+CLOCKS: tuple[str, ...] = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,15 @@ class SpeedResult:
     pair: TrainerConfig
     iteration_ms: tuple[float, ...]
     inference_ms: tuple[float, ...] | None
+    forward_ms: tuple[float, ...] | None = None  # no-grad eval forward of the network (the teacher's forward)
 
     @property
     def median_ms(self) -> float:
         return float(np.median(self.iteration_ms))
+
+    @property
+    def forward_median_ms(self) -> float | None:
+        return float(np.median(self.forward_ms)) if self.forward_ms else None
 
     @property
     def iqr_ms(self) -> float:
@@ -106,7 +125,7 @@ def target_for(trainer, full: torch.Tensor) -> torch.Tensor | list[torch.Tensor]
     if not trainer.enable_deep_supervision:
         return full
     out = []
-    for scale in trainer._get_deep_supervision_scales():
+    for scale in deep_supervision_scales(trainer):
         scale = list(scale) if isinstance(scale, (list, tuple)) else [scale] * (full.ndim - 2)
         if all(s == 1 for s in scale):
             out.append(full)
@@ -130,6 +149,36 @@ def _check_compatible(reference, trainer, pair: TrainerConfig, ref_pair: Trainer
             f"{pair} cannot be timed on the batches of {ref_pair}: {'; '.join(problems)}. Time configurations with "
             "different data or patch sizes in separate runs (each with its own nnUNetTrainer reference)."
         )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward(trainer, data: torch.Tensor, clock: Callable[[], float] = time.perf_counter) -> float:
+    """Milliseconds of one forward pass of ``trainer.network`` as a mean teacher runs it, on ``data``.
+
+    Eval mode, ``torch.no_grad``, autocast on CUDA (as in ``train_step``); the compiled module when nnU-Net compiled
+    the network. CUDA is synchronised before each timer is read; the network's training mode is restored.
+    """
+    from nnunetv2.utilities.helpers import dummy_context
+
+    device = trainer.device
+    data = data.to(device, non_blocking=True)
+    network = trainer.network
+    was_training = network.training
+    network.eval()
+    try:
+        amp = torch.autocast(device.type, enabled=True) if device.type == "cuda" else dummy_context()
+        _synchronize(device)
+        start = clock()
+        with torch.no_grad(), amp:
+            network(data)
+        _synchronize(device)
+        return 1000.0 * (clock() - start)
+    finally:
+        network.train(was_training)
 
 
 def _time_inference(trainers: dict[TrainerConfig, Any], images_dir: Path, device: torch.device, tta: bool):
@@ -176,6 +225,61 @@ def _time_inference(trainers: dict[TrainerConfig, Any], images_dir: Path, device
     return out
 
 
+@contextlib.contextmanager
+def prepared_trainers(
+    dataset: str | int,
+    pairs: Sequence[TrainerConfig],
+    *,
+    plans: str = "nnUNetPlans",
+    num_batches: int = 23,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    fold: int = 0,
+    log_file: str | os.PathLike | None = None,
+) -> Iterator[tuple[dict[TrainerConfig, Any], dict[TrainerConfig, list[dict]]]]:
+    """Trainers ready for ``train_step`` and ``num_batches`` shared batches per trainer (the protocol's set-up).
+
+    Yields ``(trainers, batches)``: the trainers by pair (first: the reference) and, per pair, the same images and
+    targets re-packed for its deep supervision. Inside a temporary ``nnUNet_results``; data loaders are shut down on
+    exit. Used by :func:`time_trainers` and by ``examples/profile_mean_teacher.py``.
+    """
+    if not pairs:
+        raise ValueError("no trainers to time")
+    dev = resolve_device(device)
+    name = dataset_name(dataset)
+    with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_") as tmp:
+        with nnunet_results(tmp), console_to(log_file), temporary_env("nnUNet_n_proc_DA", "0"):
+            trainers: dict[TrainerConfig, Any] = {}
+            try:
+                for pair in pairs:
+                    seed_everything(seed)
+                    trainer = build_trainer(pair.trainer, name, pair.configuration, fold, plans=plans, device=dev)
+                    trainers[pair] = trainer
+                    trainer.on_train_start()
+                    trainer.on_train_epoch_start()
+                ref_pair = pairs[0]
+                reference = trainers[ref_pair]
+                for pair, trainer in trainers.items():
+                    _check_compatible(reference, trainer, pair, ref_pair)
+                seed_everything(seed)
+                raw = [next(reference.dataloader_train) for _ in range(num_batches)]
+                batches = {
+                    pair: [
+                        {"data": b["data"], "target": target_for(t, full_resolution_target(b["target"]))} for b in raw
+                    ]
+                    for pair, t in trainers.items()
+                }
+                yield trainers, batches
+            finally:
+                for trainer in trainers.values():
+                    for loader in (
+                        getattr(trainer, "dataloader_train", None),
+                        getattr(trainer, "dataloader_val", None),
+                    ):
+                        if hasattr(loader, "_finish"):
+                            loader._finish()
+
+
 def time_trainers(
     dataset: str | int,
     pairs: Sequence[TrainerConfig],
@@ -190,15 +294,16 @@ def time_trainers(
     test_images: str | os.PathLike | None = None,
     disable_tta: bool = False,
     log_file: str | os.PathLike | None = None,
+    clock: Literal["wall", "cpu"] = "wall",
 ) -> list[SpeedResult]:
-    """Time ``train_step`` of every trainer on the same batches (see the module docstring for the protocol).
+    """Time ``train_step`` and the teacher-like forward of every trainer on the same batches (module docstring).
 
     Args:
         dataset: Preprocessed dataset (id or name).
         pairs: Trainer/configuration pairs; the first is the reference (see :func:`parse_pairs`).
         plans: Plans identifier.
         iterations: Timed iterations per trainer.
-        warmup: Untimed iterations per trainer first.
+        warmup: Untimed iterations (steps and forwards) per trainer first.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         seed: Seed before each trainer is built and before the batches are drawn.
         fold: Fold whose training split feeds the data loader.
@@ -206,71 +311,115 @@ def time_trainers(
         test_images: Test image folder (default ``$nnUNet_raw/<dataset>/imagesTs``).
         disable_tta: Time inference without mirroring.
         log_file: Where nnU-Net's console output goes (None: the console).
+        clock: ``wall`` (``time.perf_counter``) or ``cpu`` (this process's CPU time; CPU device only) for the steps
+            and forwards; inference is always timed by the wall clock.
 
     Returns:
         One :class:`SpeedResult` per pair, in order.
+
+    Raises:
+        ValueError: bad ``iterations``/``warmup``, no pairs, an unknown ``clock`` or ``clock="cpu"`` on an
+            accelerator.
     """
     if iterations < 1 or warmup < 0:
         raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations}, {warmup}")
     if not pairs:
         raise ValueError("no trainers to time")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
     dev = resolve_device(device)
-    name = dataset_name(dataset)
+    if clock == "cpu" and dev.type != "cpu":
+        raise ValueError(f"clock='cpu' times CPU work only; use clock='wall' on {dev.type}")
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     images_dir = None
     if inference:
         from nnunetv2.paths import nnUNet_raw
 
+        name = dataset_name(dataset)
         images_dir = Path(test_images) if test_images is not None else Path(nnUNet_raw.require()) / name / "imagesTs"
-    with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_") as tmp:
-        with nnunet_results(tmp), console_to(log_file), temporary_env("nnUNet_n_proc_DA", "0"):
-            trainers: dict[TrainerConfig, Any] = {}
-            for pair in pairs:
-                seed_everything(seed)
-                trainer = build_trainer(pair.trainer, name, pair.configuration, fold, plans=plans, device=dev)
-                trainer.on_train_start()
-                trainer.on_train_epoch_start()
-                trainers[pair] = trainer
-            ref_pair = pairs[0]
-            reference = trainers[ref_pair]
-            for pair, trainer in trainers.items():
-                _check_compatible(reference, trainer, pair, ref_pair)
-            seed_everything(seed)
-            raw = [next(reference.dataloader_train) for _ in range(warmup + iterations)]
-            batches = {
-                pair: [{"data": b["data"], "target": target_for(t, full_resolution_target(b["target"]))} for b in raw]
-                for pair, t in trainers.items()
-            }
-            for pair, trainer in trainers.items():
-                for b in batches[pair][:warmup]:
-                    trainer.train_step(b)
-            times: dict[TrainerConfig, list[float]] = {pair: [] for pair in pairs}
-            order = list(pairs)
-            for i in range(iterations):
-                rotated = order[i % len(order) :] + order[: i % len(order)]
-                for pair in rotated:
-                    batch = batches[pair][warmup + i]
-                    start = time.perf_counter()
-                    trainers[pair].train_step(batch)  # returns the loss via .cpu(): synchronises CUDA
-                    times[pair].append(1000.0 * (time.perf_counter() - start))
-            inference_times = _time_inference(trainers, images_dir, dev, not disable_tta) if inference else {}
-            for trainer in trainers.values():
-                for loader in (trainer.dataloader_train, trainer.dataloader_val):
-                    if hasattr(loader, "_finish"):
-                        loader._finish()
-    return [SpeedResult(p, tuple(times[p]), tuple(inference_times[p]) if inference else None) for p in pairs]
+    prepared = prepared_trainers(
+        dataset,
+        pairs,
+        plans=plans,
+        num_batches=warmup + iterations,
+        device=dev,
+        seed=seed,
+        fold=fold,
+        log_file=log_file,
+    )
+    with prepared as (trainers, batches):
+        for pair, trainer in trainers.items():
+            for b in batches[pair][:warmup]:
+                trainer.train_step(b)
+                time_forward(trainer, b["data"], timer)
+        times: dict[TrainerConfig, list[float]] = {pair: [] for pair in pairs}
+        forward: dict[TrainerConfig, list[float]] = {pair: [] for pair in pairs}
+        order = list(pairs)
+        for i in range(iterations):
+            rotated = order[i % len(order) :] + order[: i % len(order)]
+            for pair in rotated:
+                batch = batches[pair][warmup + i]
+                _synchronize(dev)
+                start = timer()
+                trainers[pair].train_step(batch)  # returns the loss via .cpu(): synchronises CUDA
+                times[pair].append(1000.0 * (timer() - start))
+                forward[pair].append(time_forward(trainers[pair], batch["data"], timer))
+        inference_times = _time_inference(trainers, images_dir, dev, not disable_tta) if inference else {}
+    return [
+        SpeedResult(p, tuple(times[p]), tuple(inference_times[p]) if inference else None, tuple(forward[p]))
+        for p in pairs
+    ]
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A row's teacher-forward share ``f`` and the floor of a one-extra-forward method, both against a stock step.
+
+    Attributes:
+        f: forward median / median step of stock ``nnUNetTrainer`` on the row's configuration.
+        floor: (that stock step + the forward) / the reference step (``1 + f`` on the reference's configuration).
+        base: the stock row ``f`` is relative to.
+    """
+
+    f: float
+    floor: float
+    base: TrainerConfig
+
+
+def floors(results: Sequence[SpeedResult]) -> list[Floor | None]:
+    """:class:`Floor` of every row (None without forward timings); see the module docstring."""
+    ref = results[0]
+    stock = {r.pair.configuration: r for r in results if r.pair.trainer == REFERENCE_TRAINER}
+    stock[ref.pair.configuration] = ref
+    out: list[Floor | None] = []
+    for r in results:
+        forward = r.forward_median_ms
+        if forward is None:
+            out.append(None)
+            continue
+        base = stock.get(r.pair.configuration, ref)
+        out.append(Floor(forward / base.median_ms, (base.median_ms + forward) / ref.median_ms, base.pair))
+    return out
 
 
 def format_speed_table(results: Sequence[SpeedResult]) -> str:
-    """Trainer, median ms per iteration, IQR, ratio to the reference (first row); inference columns when timed."""
+    """Trainer, median ms per iteration, IQR, ratio to the reference (first row), ``f`` and ``floor (1+f)`` when
+    forwards were timed (see :func:`floors`; ``-`` for rows without), inference columns when timed."""
     ref = results[0]
     header = ["trainer:configuration", "ms/iteration (median)", "IQR ms", "ratio to " + ref.pair.trainer]
+    row_floors = floors(results)
+    with_floor = any(fl is not None for fl in row_floors)
+    if with_floor:
+        header += ["f", "floor (1+f)"]
     with_inference = ref.inference_ms is not None
     if with_inference:
         header += ["ms/case inference (median)", "inference ratio"]
     rows = []
-    for r in results:
+    for r, fl in zip(results, row_floors):
         name = f"{r.pair} (reference)" if r is ref else str(r.pair)
         row = [name, f"{r.median_ms:.1f}", f"{r.iqr_ms:.1f}", f"{r.median_ms / ref.median_ms:.2f}"]
+        if with_floor:
+            row += [f"{fl.f:.3f}", f"{fl.floor:.2f}"] if fl is not None else ["-", "-"]
         if with_inference:
             row += [f"{r.inference_median_ms:.1f}", f"{r.inference_median_ms / ref.inference_median_ms:.2f}"]
         rows.append(row)

@@ -6,7 +6,10 @@ All trainers run in one process on the same batches drawn once from nnU-Net's da
     nnunet-ext speed -d 502 -c 2d -tr NRDiceAdaptiveMTTrainer nnUNetTrainer:2d NRDiceTrainer:2d_coplenet \\
         --iterations 30 --warmup 3 -device cpu --inference
 
-On a shared machine prefix ``OMP_NUM_THREADS=1`` for stable CPU numbers.
+Beside each ratio the table prints ``f``, the share of a stock step taken by one forward pass of the row's network as
+a mean teacher runs it (no gradients, eval mode, same batch), and ``floor (1+f)``, the least a method with one such
+extra forward per step can cost: a mean-teacher trainer's ratio minus its floor is the cost of everything else it
+does. On a shared machine prefix ``OMP_NUM_THREADS=1`` for stable CPU numbers.
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inference", action="store_true", help="also time prediction of the test images per case")
     parser.add_argument("--test-images", default=None, help="test images (default: the dataset's imagesTs)")
     parser.add_argument("--disable-tta", action="store_true", help="time inference without mirroring")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall clock (default), or this process's CPU time (-device cpu only): steadier on a machine shared with "
+        "other jobs, as waiting for a core is not counted",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the timings and settings as JSON")
     parser.add_argument("--verbose", action="store_true", help="show nnU-Net's console output")
 
@@ -43,14 +53,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
     import os
+    import sys
     import tempfile
 
     import torch
 
     from nnunet_ext.benchmark.runner import hardware, resolve_device, versions
-    from nnunet_ext.benchmark.speed import format_speed_table, parse_pairs, time_trainers
+    from nnunet_ext.benchmark.speed import floors, format_speed_table, parse_pairs, time_trainers
 
     pairs = parse_pairs(args.trainers, args.configuration)
+    device = resolve_device(args.device)
+    if args.clock == "cpu" and device.type != "cpu":
+        print(
+            f"nnunet-ext speed: error: --clock cpu times CPU work only; use -device cpu or --clock wall (device "
+            f"{device})",
+            file=sys.stderr,
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_log_") as tmp:
         log_file = None if args.verbose else os.path.join(tmp, "nnunet_console.log")
         results = time_trainers(
@@ -66,13 +85,19 @@ def run(args: argparse.Namespace) -> int:
             test_images=args.test_images,
             disable_tta=args.disable_tta,
             log_file=log_file,
+            clock=args.clock,
         )
-    device = resolve_device(args.device)
     print(
         f"dataset {args.dataset}; {args.iterations} timed + {args.warmup} warm-up iterations per trainer on the same "
-        f"batches; device {device}; torch threads {torch.get_num_threads()}"
+        f"batches; device {device}; torch threads {torch.get_num_threads()}; {args.clock} clock"
     )
     print(format_speed_table(results))
+    row_floors = floors(results)
+    print(
+        "f: one no-grad eval forward of the row's network (the teacher's forward) / the stock nnUNetTrainer step on "
+        "the row's configuration (the reference when that configuration has no stock row); floor (1+f): (that "
+        "stock step + the forward) / the reference step"
+    )
     if args.json is not None:
         payload = {
             "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
@@ -85,9 +110,14 @@ def run(args: argparse.Namespace) -> int:
                     "iteration_ms": list(r.iteration_ms),
                     "median_ms": r.median_ms,
                     "ratio": r.median_ms / results[0].median_ms,
+                    "forward_ms": list(r.forward_ms) if r.forward_ms is not None else None,
+                    "forward_median_ms": r.forward_median_ms,
+                    "f": fl.f if fl is not None else None,
+                    "floor": fl.floor if fl is not None else None,
+                    "floor_base": str(fl.base) if fl is not None else None,
                     "inference_ms": list(r.inference_ms) if r.inference_ms is not None else None,
                 }
-                for r in results
+                for r, fl in zip(results, row_floors)
             ],
         }
         with open(args.json, "w") as f:

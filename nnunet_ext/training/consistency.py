@@ -53,7 +53,7 @@ from torch import nn
 from nnunet_ext._nnunet import compiles, unwrap
 from nnunet_ext.training.addon import TrainerAddon
 from nnunet_ext.training.schedules import PercentileGate, adaptive_consistency_weight, ema_decay, sigmoid_rampup
-from nnunet_ext.training.weight_average import ema_update_, make_ema
+from nnunet_ext.training.weight_average import ema_update_, invalidate_ema_cache, make_ema
 
 if TYPE_CHECKING:
     from nnunet_ext.training.base import ExtTrainerBase
@@ -262,6 +262,7 @@ class MeanTeacher(TrainerAddon):
         # a correction round re-initialised the student: the teacher restarts as its copy, with an empty gate
         self.teacher.module.load_state_dict(unwrap(trainer.network).state_dict())
         self.teacher.n_averaged.zero_()
+        invalidate_ema_cache(self.teacher)
         self.gate.history.clear()
         self.step = 0
         self._pending = None
@@ -296,9 +297,11 @@ class MeanTeacher(TrainerAddon):
 
     def load_state_dict(self, state, trainer, exported_weights) -> None:
         self.teacher.module.load_state_dict(exported_weights)
+        invalidate_ema_cache(self.teacher)
         if state is None:  # checkpoint of a trainer without a teacher: start the teacher from its weights
             self.step = 0
             return
         self.step = int(state["step"])
         self.gate.load_state_dict(state["gate"])
         self.teacher.n_averaged.fill_(int(state["n_averaged"]))
+        invalidate_ema_cache(self.teacher)

@@ -1,4 +1,5 @@
-"""``nnunet-ext speed`` on a tiny dataset: table format, reference row, ratio column, per-trainer configuration."""
+"""``nnunet-ext speed`` on a tiny dataset: table format, reference row, ratio, f and floor columns, per-trainer
+configuration."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_speed_table(tiny_bench, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("trainer:configuration"))
     header, rule, *rows = lines[start : start + 5]
-    for column in ("ms/iteration (median)", "ratio to nnUNetTrainer", "ms/case inference (median)"):
+    for column in ("ms/iteration (median)", "ratio to nnUNetTrainer", "f", "floor (1+f)", "ms/case inference (median)"):
         assert column in header
     assert set(rule.replace(" ", "")) == {"-"}
     names = [row.split()[0] for row in rows]
@@ -43,7 +44,16 @@ def test_speed_table(tiny_bench, tmp_path, capsys):
     assert rows[0][ratio_col:].split()[0] == "1.00"
     for row in rows[1:]:
         assert float(row[ratio_col:].split()[0]) > 0
+    for row in rows:  # f and floor follow the ratio
+        f, floor = (float(x) for x in row[ratio_col:].split()[1:3])
+        assert f > 0 and floor > 1
     payload = json.loads(out.read_text())
     assert [len(r["iteration_ms"]) for r in payload["results"]] == [2, 2, 2]
+    assert [len(r["forward_ms"]) for r in payload["results"]] == [2, 2, 2]
+    ref, flagship, coplenet = payload["results"]
+    for r in (ref, flagship):
+        assert r["f"] == pytest.approx(r["forward_median_ms"] / ref["median_ms"])
+        assert r["floor"] == pytest.approx(1 + r["f"]) and r["floor_base"] == "nnUNetTrainer:2d"
+    assert coplenet["floor_base"] == "nnUNetTrainer:2d"  # no stock 2d_coplenet row: the reference stands in
     assert [len(r["inference_ms"]) for r in payload["results"]] == [2, 2, 2]  # 2 test cases
     assert payload["results"][0]["ratio"] == 1.0
