@@ -37,7 +37,7 @@ ORDER = (
     "student forward",
     "student loss",
     "extra_loss",
-    "  noise draws (both; in student input and extra_loss)",
+    "  noise draws (both)",
     "  teacher forward",
     "  teacher loss (no grad)",
     "  consistency term",
@@ -143,7 +143,7 @@ def instrument(trainer, timers: Timers, stack: contextlib.ExitStack) -> None:
     ):
         stack.enter_context(patched(mt, name, timers.wrap(key, getattr(mt, name))))
     for name, key in (
-        ("clamped_noise", "  noise draws (both; in student input and extra_loss)"),
+        ("clamped_noise", "  noise draws (both)"),
         ("mae_consistency", "  consistency term"),
         ("global_mean_tensor", "  AdaS weight"),
         ("ema_update_", "  EMA update"),
