@@ -25,10 +25,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+
+from nnunet_ext._io import write_json_atomic
 
 SCHEMA_VERSION = 1
 TRUSTED_FILE = "trusted_cases.json"
@@ -104,20 +105,6 @@ def load_trusted(dataset: str | int, preprocessed: PathLike | None = None) -> li
     return sorted(set(cases))
 
 
-def _write_json_atomically(obj: object, path: Path) -> None:
-    """Temp file in the same folder, then ``os.replace``: readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save_trusted(dataset: str | int, cases: Iterable[str], preprocessed: PathLike | None = None) -> Path:
     """Write the trusted-cases file (sorted, de-duplicated ids; replaces the previous list) atomically.
 
@@ -136,7 +123,7 @@ def save_trusted(dataset: str | int, cases: Iterable[str], preprocessed: PathLik
         "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cases": sorted(set(cases)),
     }
-    _write_json_atomically(content, path)
+    write_json_atomic(content, path)
     return path
 
 
@@ -410,5 +397,5 @@ def write_splits(
             f"already trained on its folds then no longer match the folds' validation sets)"
         )
     if not dry_run:
-        _write_json_atomically([{"train": list(s["train"]), "val": list(s["val"])} for s in splits], path)
+        write_json_atomic([{"train": list(s["train"]), "val": list(s["val"])} for s in splits], path)
     return True

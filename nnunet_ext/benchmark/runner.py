@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 import nnunet_ext
+from nnunet_ext._io import write_json_atomic as _write_json_atomic
 from nnunet_ext.benchmark.datasets import dataset_name
 from nnunet_ext.benchmark.report import ReportFiles, Row, rows_from_summary, write_report
 from nnunet_ext.benchmark.spec import BenchmarkSpec, RunKey, TrainingBudget, did_you_mean
@@ -166,9 +167,8 @@ def hardware(device: torch.device) -> dict[str, Any]:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    """Manifests and run records (paths and other objects written as strings)."""
+    _write_json_atomic(obj, path, default=str)
 
 
 def utc_now() -> str:

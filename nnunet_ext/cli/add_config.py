@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
+
+from nnunet_ext._io import write_json_atomic
 
 ARCH_CHOICES = ("coplenet", "dilated_unet")
 
@@ -81,19 +82,6 @@ def plans_file(dataset: str, plans: str) -> str:
     return path
 
 
-def _write_json_atomically(obj: dict, path: str) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".add_config_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     from nnunet_ext.architectures.plans import add_configuration, default_configuration_name, get_spec
 
@@ -127,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if unchanged:
         print(f"Configuration {name!r} is already in {path} with this block; nothing to do.")
     else:
-        _write_json_atomically(new_plans, path)
+        write_json_atomic(new_plans, path, indent=4)
         verb = "Replaced" if existed else "Added"
         print(f"{verb} configuration {name!r} (inherits from {base!r}, same preprocessed data) in {path}.")
     plans_flag = "" if args.plans == "nnUNetPlans" else f" -p {args.plans}"

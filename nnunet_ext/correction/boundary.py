@@ -52,23 +52,11 @@ from typing import Final
 import numpy as np
 from scipy import ndimage
 
-from nnunet_ext.evaluation.metrics import LabelOrRegion, region_mask
+from nnunet_ext.evaluation.metrics import LabelOrRegion, _check_spacing, region_mask
 
 GAUSSIAN_CUTOFF: Final[float] = 8.0
 """Beyond ``GAUSSIAN_CUTOFF · |b|`` from the mask the shift term A·exp(−d²/2b²) is below exp(−32) ≈ 1e-14 · A and
 is set to 0, so the signed distance is only computed up to that distance (it decides the cost for small masks)."""
-
-
-def _check_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
-    sp = np.asarray(spacing, dtype=np.float64).ravel()
-    if sp.size != ndim:
-        raise ValueError(
-            f"spacing {tuple(np.asarray(spacing).ravel())} has {sp.size} entries but the array has {ndim} axes; give "
-            "one voxel size in mm per array axis (numpy order, i.e. the reversed SimpleITK spacing)."
-        )
-    if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise ValueError(f"spacing must be positive and finite, got {tuple(sp)}.")
-    return sp
 
 
 def _check_mask(mask: np.ndarray, name: str) -> np.ndarray:

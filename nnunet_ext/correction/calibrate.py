@@ -166,7 +166,8 @@ def calibrate_fold(
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     from nnunet_ext import __version__
-    from nnunet_ext.trusted import _write_json_atomically, require_held_out_trusted
+    from nnunet_ext._io import write_json_atomic
+    from nnunet_ext.trusted import require_held_out_trusted
 
     fold = fold if str(fold) == "all" else int(fold)
     name = maybe_convert_to_dataset_name(dataset)
@@ -236,7 +237,7 @@ def calibrate_fold(
         "nnunet_ext_version": __version__,
     }
     if write:
-        _write_json_atomically(content, offset_file(model_folder, fold))
+        write_json_atomic(content, offset_file(model_folder, fold))
     return content
 
 

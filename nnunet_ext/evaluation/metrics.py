@@ -107,11 +107,11 @@ def _check_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
     sp = np.asarray(spacing, dtype=np.float64).ravel()
     if sp.size != ndim:
         raise ValueError(
-            f"spacing {tuple(spacing)} has {sp.size} entries but the masks have {ndim} axes; give one voxel size in "
-            "mm per array axis (numpy order, i.e. the reversed SimpleITK spacing)."
+            f"spacing {tuple(np.asarray(spacing).ravel())} has {sp.size} entries but the array has {ndim} axes; give "
+            "one voxel size in mm per array axis (numpy order, i.e. the reversed SimpleITK spacing)."
         )
     if not np.all(np.isfinite(sp)) or np.any(sp <= 0):
-        raise ValueError(f"spacing must be positive and finite, got {tuple(spacing)}.")
+        raise ValueError(f"spacing must be positive and finite, got {tuple(sp)}.")
     return sp
 
 
