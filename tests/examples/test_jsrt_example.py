@@ -97,3 +97,74 @@ def test_report_gap_recovered_and_paired_tests():
     assert line.endswith("| 50 % |")  # half of the 0.10 gap
     assert "(baseline)" in next(x for x in table.splitlines() if "| noisy | nnUNetTrainer" in x)
     assert "gap in mean Dice: 0.1000" in table
+
+
+def _label(folder: Path, sub: str, case: str) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / sub / f"{case}.nii.gz")))
+
+
+def test_convert_j3_noise_with_noisy_validation(fake_jsrt, tmp_path):
+    """J3: every noisy mask is the expert mask dilated or eroded (7-9 px at the stored size); seeded; no trust list."""
+    convert = _load("convert_jsrt")
+    kwargs = dict(size=32, noise="j3", noisy_validation=True)
+    manifest = convert.convert(fake_jsrt, tmp_path / "raw", tmp_path / "pre", "lung", 821, 822, seed=3, **kwargs)
+    noisy = tmp_path / "raw" / "Dataset821_JSRTLungNoisyJ3NoisyVal"
+    clean = tmp_path / "raw" / "Dataset822_JSRTLungClean"
+    assert manifest["noise"] == "j3" and manifest["seed"] == 3 and manifest["n_trusted"] == 0
+    assert "noisy_vs_clean_dice_val" in manifest
+    for case in ("JPCLNtrain0", "JPCLNtrain1", "JPCLNtrain2", "JPCLNval0"):
+        n, c = _label(noisy, "labelsTr", case).astype(bool), _label(clean, "labelsTr", case).astype(bool)
+        assert n.sum() != c.sum() and (n <= c).all() or (n >= c).all()  # a pure erosion or a pure dilation
+        # the disc of radius 8 loses or gains a ring of 7-9 px: an erosion empties it, a dilation adds >= 7 px
+        assert n.sum() == 0 or n.sum() >= c.sum() + 7 * 2 * np.pi * 8
+    assert np.array_equal(_label(noisy, "labelsTs", "JPCLNtest0"), _label(clean, "labelsTs", "JPCLNtest0"))
+    assert not (tmp_path / "pre" / noisy.name / "trusted_cases.json").exists()  # validation labels are noisy
+    assert load_trusted(clean.name, preprocessed=tmp_path / "pre") == ["JPCLNval0"]
+    again = convert.convert(fake_jsrt, tmp_path / "raw2", tmp_path / "pre2", "lung", 821, 822, seed=3, **kwargs)
+    assert again["noisy_vs_clean_dice_train"] == manifest["noisy_vs_clean_dice_train"]  # reproducible per seed
+
+
+def test_trusted_baselines_write_splits(fake_jsrt, tmp_path, monkeypatch):
+    convert = _load("convert_jsrt")
+    convert.convert(fake_jsrt, tmp_path / "raw", tmp_path / "pre", "lung", 811, 812, size=16)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    make = _load("make_trusted_baselines")
+    assert make.main(["-d", "811", "-k", "1", "--trusted-only-id", "813", "--noisy-plus-trusted-id", "815"]) == 0
+    only = json.loads((tmp_path / "pre" / "Dataset813_JSRTLungTrustedK1" / "splits_final.json").read_text())
+    plus = json.loads((tmp_path / "pre" / "Dataset815_JSRTLungNoisyPlusTrustedK1" / "splits_final.json").read_text())
+    assert only == [{"train": ["JPCLNval0"], "val": ["JPCLNval0"]}]  # K = all validation cases: validate on them
+    assert plus == [{"train": ["JPCLNtrain0", "JPCLNtrain1", "JPCLNtrain2", "JPCLNval0"], "val": ["JPCLNval0"]}]
+    raw_plus = tmp_path / "raw" / "Dataset815_JSRTLungNoisyPlusTrustedK1"
+    assert json.loads((raw_plus / "dataset.json").read_text())["numTraining"] == 4
+    assert len(list((raw_plus / "labelsTs").glob("*.nii.gz"))) == 2
+    with pytest.raises(SystemExit):
+        make.main(["-d", "811", "-k", "2", "--trusted-only-id", "813", "--noisy-plus-trusted-id", "815"])
+
+
+def test_budget_report_means_over_seeds(tmp_path):
+    report = _load("report_budget")
+    cases = [f"c{i}" for i in range(8)]
+    header = "dataset,configuration,trainer,fold,case,Dice,seed,checkpoint\n"
+
+    def write(folder: str, rows: list[tuple[str, int, str, float]]) -> None:
+        (tmp_path / folder).mkdir()
+        lines = [f"D,2d_cpu,{t},0,{c},{d + 0.001 * i},{s},{k}" for t, s, k, d in rows for i, c in enumerate(cases)]
+        (tmp_path / folder / "results.csv").write_text(header + "\n".join(lines) + "\n")
+
+    write(
+        "j3_nv_8000",
+        [
+            ("nnUNetTrainer", 0, "final", 0.80),
+            ("nnUNetTrainer", 1, "final", 0.82),
+            ("EarlyLearningTrainer", 0, "final", 0.86),
+            ("EarlyLearningTrainer", 1, "final", 0.90),
+        ],
+    )
+    write("oracle832_8000", [("nnUNetTrainer", 0, "final", 0.96)])
+    table = report.build_table(report.read_cells(tmp_path))
+    el = next(x for x in table.splitlines() if "EarlyLearningTrainer" in x)
+    cells = [c.strip() for c in el.split("|")]
+    assert cells[5] == "2" and cells[6] == "0.8835"  # mean over seeds of (0.8635, 0.9035)
+    assert cells[7] == f"{np.std([0.8635, 0.9035], ddof=1):.4f}" and cells[8] == "+0.0700"
+    assert cells[10] == "47 %"  # 0.07 of the 0.9635 - 0.8135 = 0.15 gap
