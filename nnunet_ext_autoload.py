@@ -1,7 +1,9 @@
 """Append ``nnunet_ext/trainers`` to ``nnUNet_extTrainer`` at interpreter start-up.
 
-Executed through ``nnunet_ext.pth`` in site-packages, so it must stay import-light: it locates the package without
-importing it (no torch, no nnU-Net). A user's own ``nnUNet_extTrainer`` entries are kept and come first.
+Executed through ``nnunet_ext.pth`` in site-packages, so it must stay import-light: it imports only
+``nnunet_ext._registration`` (``os`` and the import-light package ``__init__``; no torch, no nnU-Net). A user's own
+``nnUNet_extTrainer`` entries are kept and come first. It never fails interpreter start-up: a broken or half-removed
+installation leaves the variable alone.
 """
 
 import importlib.util
@@ -15,12 +17,13 @@ def _register() -> None:
         return
     if spec is None or not spec.submodule_search_locations:
         return
-    folder = os.path.join(next(iter(spec.submodule_search_locations)), "trainers")
-    if not os.path.isdir(folder):
+    if not os.path.isdir(os.path.join(next(iter(spec.submodule_search_locations)), "trainers")):
         return
-    entries = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if folder not in entries:
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*entries, folder])
+    try:
+        from nnunet_ext._registration import register_trainer_folder
+    except Exception:  # a .pth line that raises prints a traceback at every interpreter start
+        return
+    register_trainer_folder()
 
 
 _register()

@@ -37,9 +37,20 @@ def dataset_name(dataset: str | int) -> str:
     try:
         return maybe_convert_to_dataset_name(text if text.startswith("Dataset") else int(text))
     except ValueError:
-        raise ValueError(f"dataset {dataset!r} is neither an id (e.g. 502) nor a name like 'Dataset502_X'") from None
+        raise ValueError(
+            f"dataset {dataset!r} is neither an id nor a dataset name; pass -d as an id (e.g. 502) or a name like "
+            "'Dataset502_X'"
+        ) from None
     except RuntimeError as err:
-        raise ValueError(f"dataset {dataset!r} not found: {err}") from None
+        if "More than one" in str(err):
+            raise ValueError(
+                f"dataset id {dataset!r} names several datasets in nnU-Net's folders; remove or renumber all but one, "
+                "or pass the full name (DatasetXXX_Name)"
+            ) from None
+        roots = ", ".join(f"{k}={os.environ.get(k)}" for k in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
+        raise ValueError(
+            f"dataset {dataset!r} not found in {roots}; check -d, or point those variables at the folders that hold it"
+        ) from None
 
 
 def dataset_id(dataset: str | int) -> int:

@@ -27,16 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ext.benchmark.datasets import dataset_id, dataset_name, transfer_plans_and_preprocess
-from nnunet_ext.benchmark.runner import (
-    console_to,
-    predict_folder,
-    run_benchmark,
-    train_model,
-    utc_now,
-    versions,
-    write_json_atomic,
-)
+from nnunet_ext.benchmark.predict import predict_folder
+from nnunet_ext.benchmark.provenance import console_to, utc_now, versions, write_json_atomic
+from nnunet_ext.benchmark.runner import run_benchmark
 from nnunet_ext.benchmark.spec import BenchmarkSpec, TrainingBudget
+from nnunet_ext.benchmark.train import train_model
 from nnunet_ext.noise.simulate import link_tree
 
 logger = logging.getLogger(__name__)

@@ -1,13 +1,17 @@
 """Benchmark tables, paired tests, ``results.csv``, ``report.md`` and box plots, from per-case result rows.
 
-A row is one (dataset, configuration, trainer, fold, case, label/region) with the case's metrics (the columns of
+A row is one (dataset, configuration, trainer, fold, [seed,] case, label/region) with the case's metrics (the columns of
 ``nnunet_ext.evaluation.evaluate``'s ``metrics.csv``), the reference's lesion-size group and volume (3-D data) or area
 (2-D data: ``volume_ref_cc`` NaN, ``area_ref_mm2``/``area_pred_mm2`` set; 3-D rows have NaN there).
 
 Conventions (pinned by tests):
 
-- Per case, a metric is the mean over the folds of the run matrix (a plain mean: NaN when one fold is NaN), so every
-  test case counts once however many folds were trained.
+- Per case, a metric is the mean over the folds of the run matrix (a plain mean: NaN when one fold is NaN), and with
+  several seeds the mean of those per-seed means, so every test case counts once however many folds and seeds were
+  trained.
+- Rows of a benchmark with several seeds carry a ``seed`` (a ``results.csv`` column after ``fold``); one-seed rows do
+  not, so their files are those of a benchmark without seeds. Over seeds, a trainer's metric is summarised as the mean
+  and the seed-to-seed SD (``ddof=1``) of its per-seed means over cases (:func:`seed_summary`).
 - Groups: ``all`` plus the lesion-size groups (A, B, C, ...) of the case's reference volume (3-D) or area (2-D) for
   that label/region; a panel is 2-D when its rows carry areas.
 - Mean ± SD over cases ignore NaN (SD with ``ddof=1``, NaN below two values); the table says how many were NaN.
@@ -43,7 +47,9 @@ ROW_KEYS: tuple[str, ...] = (
     "volume_ref_cc",
 )
 CSV_COLUMNS: tuple[str, ...] = (*ROW_KEYS, *METRIC_KEYS, *AREA_KEYS)
-"""``results.csv`` columns: volumes (3-D rows) and areas (2-D rows) both, NaN where they do not apply."""
+"""``results.csv`` columns: volumes (3-D rows) and areas (2-D rows) both, NaN where they do not apply; rows of
+several seeds add a ``seed`` column after ``fold`` (:func:`csv_columns`)."""
+SEED_KEY = "seed"
 ALL_CASES = "all"
 SIGNIFICANCE = 0.05
 
@@ -51,8 +57,11 @@ Row = dict[str, Any]
 Panel = tuple[str, str, str]  # dataset, configuration, label/region
 
 
-def rows_from_summary(summary: Mapping[str, Any], dataset: str, configuration: str, trainer: str, fold) -> list[Row]:
-    """Result rows of one run from the ``summary.json`` written by ``evaluate_folders``."""
+def rows_from_summary(
+    summary: Mapping[str, Any], dataset: str, configuration: str, trainer: str, fold, seed: int | None = None
+) -> list[Row]:
+    """Result rows of one run from the ``summary.json`` written by ``evaluate_folders`` (``seed``: benchmarks with
+    several seeds only)."""
     rows = []
     for case in summary["metric_per_case"]:
         for key, metrics in case["metrics"].items():
@@ -66,15 +75,26 @@ def rows_from_summary(summary: Mapping[str, Any], dataset: str, configuration: s
                 "size_group": case["size_group"][key],
                 "volume_ref_cc": float(metrics.get("volume_ref_mm3", math.nan)) / 1000.0,
             }
+            if seed is not None:
+                row[SEED_KEY] = int(seed)
             row.update({m: float(metrics.get(m, math.nan)) for m in (*METRIC_KEYS, *AREA_KEYS)})
             rows.append(row)
     return rows
 
 
+def csv_columns(rows: Sequence[Row]) -> list[str]:
+    """:data:`CSV_COLUMNS`, with ``seed`` after ``fold`` when a row carries a seed."""
+    columns = list(CSV_COLUMNS)
+    if any(SEED_KEY in r for r in rows):
+        columns.insert(columns.index("fold") + 1, SEED_KEY)
+    return columns
+
+
 def write_results_csv(rows: Iterable[Row], path: str | Path) -> Path:
     path = Path(path)
+    rows = list(rows)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=csv_columns(rows), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
@@ -91,6 +111,8 @@ def read_results_csv(path: str | Path) -> list[Row]:
             raise ValueError(f"{path} is not a benchmark results.csv: columns {missing} missing")
         for raw in reader:
             row: Row = {k: raw[k] for k in ROW_KEYS}
+            if raw.get(SEED_KEY) not in (None, ""):
+                row[SEED_KEY] = int(raw[SEED_KEY])
             row["volume_ref_cc"] = float(raw["volume_ref_cc"])
             row.update({m: float(raw[m]) for m in METRIC_KEYS if m in raw})
             row.update({m: float(raw.get(m) or math.nan) for m in AREA_KEYS})  # files written before areas: NaN
@@ -117,12 +139,17 @@ def trainers_of(rows: Sequence[Row], baseline: str | None = None) -> list[str]:
 
 
 def case_values(rows: Sequence[Row], panel: Panel, trainer: str, metric: str) -> dict[str, float]:
-    """Case id -> metric of one trainer in one panel, averaged over folds (NaN if any fold is NaN)."""
-    per_case: dict[str, list[float]] = {}
+    """Case id -> metric of one trainer in one panel: the mean over folds, then (several seeds) the mean of those
+    over seeds, so every seed weighs the same even when one lacks a fold; NaN if any value is NaN."""
+    per_case: dict[str, dict[int | None, list[float]]] = {}
     for r in rows:
         if (r["dataset"], r["configuration"], r["label_or_region"]) == panel and r["trainer"] == trainer:
-            per_case.setdefault(r["case"], []).append(float(r[metric]))
-    return {case: float(np.mean(v)) for case, v in per_case.items()}
+            per_case.setdefault(r["case"], {}).setdefault(r.get(SEED_KEY), []).append(float(r[metric]))
+    out = {}
+    for case, by_seed in per_case.items():
+        means = [float(np.mean(v)) for v in by_seed.values()]
+        out[case] = means[0] if len(means) == 1 else float(np.mean(means))
+    return out
 
 
 def case_groups(rows: Sequence[Row], panel: Panel) -> dict[str, str]:
@@ -174,6 +201,24 @@ def describe(values: Iterable[float]) -> Description:
     mean = float(finite.mean()) if finite.size else math.nan
     sd = float(finite.std(ddof=1)) if finite.size >= 2 else math.nan
     return Description(n=int(arr.size), n_nan=int(arr.size - finite.size), mean=mean, sd=sd)
+
+
+def seeds_of(rows: Sequence[Row]) -> list[int]:
+    """The seeds the rows carry (empty for one-seed benchmarks)."""
+    return sorted({int(r[SEED_KEY]) for r in rows if SEED_KEY in r})
+
+
+def seed_summary(rows: Sequence[Row], panel: Panel, trainer: str, metric: str) -> Description:
+    """Over seeds: per seed, the mean over cases (NaN ignored) of the fold-averaged case values; then their mean and
+    seed-to-seed SD (``ddof=1``; NaN below two seeds). ``n`` counts seeds, ``n_nan`` seeds without a finite mean."""
+    per_seed = []
+    mine = [
+        r for r in rows if r["trainer"] == trainer and (r["dataset"], r["configuration"], r["label_or_region"]) == panel
+    ]
+    for seed in seeds_of(mine):
+        seed_rows = [r for r in mine if r[SEED_KEY] == seed]
+        per_seed.append(describe(case_values(seed_rows, panel, trainer, metric).values()).mean)
+    return describe(per_seed)
 
 
 @dataclass(frozen=True)
@@ -261,10 +306,12 @@ def render_markdown(
             + "."
         )
     comparisons = compare(rows, baseline, metrics)
+    seeds = seeds_of(rows)
+    averaged = "the folds and seeds" if seeds else "the folds"
     lines = ["# Benchmark report", ""]
     lines += list(header_lines)
     lines += [
-        f"- Baseline: `{baseline}`; per case, metrics are averaged over the folds. Mean ± SD over cases (NaN "
+        f"- Baseline: `{baseline}`; per case, metrics are averaged over {averaged}. Mean ± SD over cases (NaN "
         "ignored, counted in brackets).",
         "- Paired tests per case id: two-sided paired t-test and Wilcoxon signed-rank; `*` marks p < "
         f"{SIGNIFICANCE}; pairs with a NaN are dropped and counted.",
@@ -291,6 +338,8 @@ def render_markdown(
                 label = group if group == ALL_CASES else f"{group} {intervals.get(group, '')}".strip()
                 lines.append(f"| {label} | {name} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
+        if seeds:
+            lines += _seed_table(rows, panel, trainers, baseline, metrics)
         panel_cmp = [c for c in comparisons if (c.dataset, c.configuration, c.label_or_region) == panel]
         if panel_cmp:
             lines += [
@@ -310,8 +359,33 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def _seed_table(
+    rows: Sequence[Row], panel: Panel, trainers: Sequence[str], baseline: str, metrics: Sequence[str]
+) -> list[str]:
+    seeds = seeds_of([r for r in rows if (r["dataset"], r["configuration"], r["label_or_region"]) == panel])
+    lines = [
+        f"Over seeds {', '.join(map(str, seeds))} (all cases): mean ± seed-to-seed SD of the per-seed mean over cases:",
+        "",
+        "| trainer | seeds | " + " | ".join(metrics) + " |",
+        "|---" * (2 + len(metrics)) + "|",
+    ]
+    for trainer in trainers:
+        cells = []
+        n = 0
+        for metric in metrics:
+            d = seed_summary(rows, panel, trainer, metric)
+            n = d.n
+            cells.append(fmt_description(metric, d))
+        name = f"{trainer} (baseline)" if trainer == baseline else trainer
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def console_table(rows: Sequence[Row], baseline: str, metrics: Sequence[str]) -> str:
-    """Compact text table over all cases: mean ± SD per metric and the t-test / Wilcoxon p-values vs baseline."""
+    """Compact text table over all cases: mean ± SD per metric and the t-test / Wilcoxon p-values vs baseline; with
+    several seeds also the mean ± seed-to-seed SD of the per-seed means."""
+    with_seeds = bool(seeds_of(rows))
     comparisons = {
         (c.dataset, c.configuration, c.label_or_region, c.trainer, c.metric): c.result
         for c in compare(rows, baseline, metrics)
@@ -322,6 +396,8 @@ def console_table(rows: Sequence[Row], baseline: str, metrics: Sequence[str]) ->
         panel_rows = [r for r in rows if (r["dataset"], r["configuration"], r["label_or_region"]) == panel]
         trainers = trainers_of(panel_rows, baseline)
         header = ["trainer", *metrics, *(f"p {m} (t / W)" for m in metrics)]
+        if with_seeds:
+            header += [f"{m} over seeds" for m in metrics]
         table = []
         n_cases = 0
         for trainer in trainers:
@@ -333,6 +409,8 @@ def console_table(rows: Sequence[Row], baseline: str, metrics: Sequence[str]) ->
             for metric in metrics:
                 r = comparisons.get((*panel, trainer, metric))
                 cells.append("-" if r is None else f"{fmt_p(r.t_pvalue)} / {fmt_p(r.wilcoxon_pvalue)}")
+            if with_seeds:
+                cells += [fmt_description(m, seed_summary(rows, panel, trainer, m)) for m in metrics]
             table.append(cells)
         widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
         lines = [f"{_panel_title(panel)} (all cases, n = {n_cases})"]
@@ -346,36 +424,70 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
-def box_plots(rows: Sequence[Row], baseline: str, metrics: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """One PNG per panel, one box-plot axis per metric, one box per trainer (all cases, NaN dropped)."""
+BOX_PLOT_DPI = 150
+BOX_PLOT_FONT_SIZES = {"font.size": 10, "axes.titlesize": 11, "figure.titlesize": 12, "ytick.labelsize": 10}
+"""Balanced sizes at the saved size (pt): trainer names and values 10, metric titles 11, the panel title 12."""
+
+
+def box_plot_figure(rows: Sequence[Row], panel: Panel, baseline: str, metrics: Sequence[str]):
+    """The box-plot figure of one panel: one axis per metric, one horizontal box per trainer (baseline on top).
+
+    Horizontal boxes keep long trainer names readable without rotation; the names are the shared y tick labels of
+    the first axis. Constrained layout sizes the margins to the labels, and :func:`box_plots` saves with
+    ``bbox_inches="tight"``, so nothing is cut. Values: per case, averaged over folds (and seeds); NaN dropped.
+    """
+    import inspect
+
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panel_rows = [r for r in rows if (r["dataset"], r["configuration"], r["label_or_region"]) == panel]
+    trainers = trainers_of(panel_rows, baseline)
+    names = [f"{t} (baseline)" if t == baseline else t for t in trainers]
+    horizontal = (
+        {"orientation": "horizontal"}
+        if "orientation" in inspect.signature(matplotlib.axes.Axes.boxplot).parameters
+        else {"vert": False}
+    )
+    with plt.rc_context(BOX_PLOT_FONT_SIZES):
+        fig, axes = plt.subplots(
+            1,
+            len(metrics),
+            figsize=(1.5 + 3.2 * len(metrics), 1.6 + 0.55 * len(trainers)),
+            sharey=True,
+            squeeze=False,
+            layout="constrained",
+        )
+        positions = list(range(1, len(trainers) + 1))
+        for ax, metric in zip(axes[0], metrics):
+            data = []
+            for trainer in trainers:
+                values = np.asarray(list(case_values(rows, panel, trainer, metric).values()), dtype=np.float64)
+                data.append(values[~np.isnan(values)])
+            ax.boxplot(data, positions=positions, widths=0.6, showmeans=True, **horizontal)
+            ax.set_title(metric)
+            ax.grid(axis="x", alpha=0.3)
+            ax.tick_params(axis="x", labelsize=9)
+        axes[0][0].set_yticks(positions)
+        axes[0][0].set_yticklabels(names)
+        axes[0][0].invert_yaxis()  # shared: the baseline is the top box in every axis
+        fig.suptitle(_panel_title(panel))
+    return fig
+
+
+def box_plots(rows: Sequence[Row], baseline: str, metrics: Sequence[str], out_dir: str | Path) -> list[Path]:
+    """One PNG per panel (:func:`box_plot_figure`), saved at :data:`BOX_PLOT_DPI` with a tight bounding box."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for panel in panels(rows):
-        panel_rows = [r for r in rows if (r["dataset"], r["configuration"], r["label_or_region"]) == panel]
-        trainers = trainers_of(panel_rows, baseline)
-        fig, axes = plt.subplots(
-            1, len(metrics), figsize=(max(3.0, 1.2 + 1.6 * len(trainers)) * len(metrics), 4.5), squeeze=False
-        )
-        for ax, metric in zip(axes[0], metrics):
-            data = []
-            for trainer in trainers:
-                values = np.asarray(list(case_values(rows, panel, trainer, metric).values()), dtype=np.float64)
-                data.append(values[~np.isnan(values)])
-            ax.boxplot(data, showmeans=True)
-            ax.set_xticks(range(1, len(trainers) + 1))
-            ax.set_xticklabels(trainers, rotation=30, ha="right", fontsize=8)
-            ax.set_title(metric)
-            ax.grid(axis="y", alpha=0.3)
-        fig.suptitle(_panel_title(panel), fontsize=9)
-        fig.tight_layout()
+        fig = box_plot_figure(rows, panel, baseline, metrics)
         path = out_dir / f"boxplot_{_slug(panel[0])}_{_slug(panel[1])}_{_slug(panel[2])}.png"
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=BOX_PLOT_DPI, bbox_inches="tight", pad_inches=0.1)
         plt.close(fig)
         files.append(path)
     return files

@@ -1,476 +1,143 @@
-"""Benchmark runner: train, predict and evaluate through nnU-Net's Python API, in this process, resumably.
+"""Benchmark runner: train, predict and evaluate every cell of a spec through nnU-Net's Python API, resumably.
 
-Per run (dataset, configuration, trainer, fold) of a :class:`~nnunet_ext.benchmark.spec.BenchmarkSpec`:
+Per cell (dataset, configuration, trainer, fold, seed; the spec's checkpoint) of a
+:class:`~nnunet_ext.benchmark.spec.BenchmarkSpec`:
 
-1. seed ``random``, ``numpy`` and ``torch``; build the trainer by name (nnU-Net's lookup, the plugin folder appended
-   to ``nnUNet_extTrainer``), set the optional short budget on the instance, ``run_training()``, then nnU-Net's
-   final validation unless ``skip_final_validation``;
-2. predict the test images with ``nnUNetPredictor.initialize_from_trained_model_folder`` (in this process with
-   ``num_processes=0``, else with nnU-Net's worker pools: scripts then need a ``__main__`` guard);
+1. train (:func:`~nnunet_ext.benchmark.train.train_model`: seeded, trainer found by name, optional short budget on
+   the instance, ``run_training()``, then nnU-Net's final validation unless ``skip_final_validation``), or reuse the
+   trained model;
+2. predict the test images from ``checkpoint_final.pth`` or ``checkpoint_best.pth``
+   (:func:`~nnunet_ext.benchmark.predict.predict_folder`, in this process with ``num_processes=0``, else with
+   nnU-Net's worker pools: scripts then need a ``__main__`` guard);
 3. evaluate against the **clean** references with :func:`nnunet_ext.evaluation.evaluate.evaluate_folders`.
 
-Layout of the output folder::
+:func:`run_benchmark` runs every cell in this process, then writes the report; :func:`run_cell` runs one cell by its
+index (``nnunet-ext benchmark --cell INDEX``: a cluster job-array task, see :mod:`nnunet_ext.benchmark.slurm`), and
+:func:`report_only` writes the report from the finished cells, naming the missing ones. All three use
+:func:`run_one_cell` and :func:`write_benchmark_report`, so a job array and an in-process run give the same files.
 
-    manifest.json                 seed, spec, versions, hardware, status and wall times per run
+Layout of the output folder (one seed, ``checkpoint final``: the layout of benchmarks without seeds)::
+
+    manifest.json                 seed(s), spec, versions, hardware, status and wall times per cell
     results.csv  report.md  boxplots/
     nnUNet_results/<Dataset>/<trainer>__<plans>__<configuration>/fold_<k>/   models (unless spec.results_dir)
     runs/<Dataset>/<configuration>/<trainer>/fold_<k>/{predictions/, metrics.csv, summary.json, run.json}
 
-Resumption: a run whose ``checkpoint_final.pth``, predictions, ``summary.json`` and ``run.json`` exist is skipped; a
-trained model without predictions is only predicted and evaluated. Models trained by the benchmark carry
-``nnunet_ext_training.json`` (budget, seed); reusing one trained with other settings raises. A model trained outside
-the benchmark (a ``results_dir`` shared with ``nnUNetv2_train``) is reused as it is, and ``run.json`` says so.
-Reproducibility: the seeds make CPU runs with ``nnUNet_n_proc_DA=0`` repeatable; augmentation workers are not seeded
-by nnU-Net.
+With several seeds the models of seed ``s`` live under ``nnUNet_results/seed_<s>/`` (an ``nnUNet_results`` tree of
+its own) and the cells under ``runs/<Dataset>/<configuration>/<trainer>/seed_<s>/fold_<k>/``; cells predicted from
+``checkpoint_best.pth`` live under ``runs/<Dataset>/<configuration>/<trainer>/checkpoint_best/[seed_<s>/]fold_<k>/``
+and share the model of the ``final`` cell (no retraining).
+
+Resumption: a cell whose ``checkpoint_final.pth``, predicting checkpoint, predictions, ``summary.json`` and
+``run.json`` exist, for the same inputs and the same trained model, is skipped; a trained model without predictions
+is only predicted and evaluated. Models trained by the benchmark carry ``nnunet_ext_training.json`` (budget, seed);
+reusing one trained with other settings raises. A model trained outside the benchmark (a ``results_dir`` shared with
+``nnUNetv2_train``) is reused as it is, and ``run.json`` says so. Reproducibility: the seeds make CPU runs with
+``nnUNet_n_proc_DA=0`` repeatable; augmentation workers are not seeded by nnU-Net.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import json
-import logging
 import os
 import platform
-import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-import nnunet_ext
-from nnunet_ext._io import write_json_atomic as _write_json_atomic
+from nnunet_ext._registration import register_trainer_folder
 from nnunet_ext.benchmark.datasets import dataset_name
+from nnunet_ext.benchmark.predict import list_test_cases, predict_folder
+from nnunet_ext.benchmark.provenance import (
+    console_to,
+    hardware,
+    nnunet_environment,
+    nnunet_results,
+    resolve_device,
+    seed_everything,
+    temporary_env,
+    utc_now,
+    versions,
+    write_json_atomic,
+)
 from nnunet_ext.benchmark.report import ReportFiles, Row, rows_from_summary, write_report
-from nnunet_ext.benchmark.spec import BenchmarkSpec, RunKey, TrainingBudget, did_you_mean
+from nnunet_ext.benchmark.spec import BenchmarkSpec, RunKey
+from nnunet_ext.benchmark.train import (
+    CHECKPOINT,
+    CHECKPOINT_FILES,
+    TRAINING_RECORD,
+    TrainedModel,
+    _check_reusable,
+    _training_record,
+    build_trainer,
+    find_trainer_class,
+    is_plugin_trainer,
+    load_plans,
+    merge_ext_block,
+    model_folder,
+    remove_model_fold,
+    train_model,
+)
 
-logger = logging.getLogger(__name__)
+# Re-exported: the runner was one module before the split; its importers keep working.
+__all__ = [
+    "CHECKPOINT",
+    "CHECKPOINT_FILES",
+    "MANIFEST",
+    "RUN_RECORD",
+    "TRAINING_RECORD",
+    "BenchmarkOutcome",
+    "CellOutcome",
+    "RunPaths",
+    "TrainedModel",
+    "_check_reusable",
+    "_training_record",
+    "build_trainer",
+    "cell_index",
+    "check_spec",
+    "collect_rows",
+    "console_to",
+    "find_trainer_class",
+    "hardware",
+    "is_plugin_trainer",
+    "list_test_cases",
+    "load_plans",
+    "merge_ext_block",
+    "model_folder",
+    "nnunet_results",
+    "predict_folder",
+    "register_trainer_folder",
+    "remove_model_fold",
+    "report_only",
+    "resolve_device",
+    "run_benchmark",
+    "run_cell",
+    "run_is_finished",
+    "run_one_cell",
+    "run_paths",
+    "seed_everything",
+    "temporary_env",
+    "train_model",
+    "utc_now",
+    "versions",
+    "write_benchmark_report",
+    "write_json_atomic",
+]
 
-TRAINING_RECORD = "nnunet_ext_training.json"
 RUN_RECORD = "run.json"
 MANIFEST = "manifest.json"
-CHECKPOINT = "checkpoint_final.pth"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# environment
-def register_trainer_folder() -> None:
-    """Append the plugin's trainer folder to ``nnUNet_extTrainer`` (kept for this process and its children)."""
-    folder = nnunet_ext.trainer_folder()
-    entries = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if folder not in entries:
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*entries, folder])
-
-
-@functools.cache
-def find_trainer_class(name: str) -> type:
-    """A trainer class by name through nnU-Net's own lookup (nnU-Net's tree first, then ``nnUNet_extTrainer``)."""
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    register_trainer_folder()
-    with contextlib.redirect_stdout(io.StringIO()):  # the lookup prints every module it inspects
-        try:
-            return recursive_find_trainer_class_by_name(name)
-        except RuntimeError:
-            from nnunet_ext.trainers import nnunet_ext_trainers
-
-            known = ["nnUNetTrainer", *(n for n in vars(nnunet_ext_trainers) if n.endswith("Trainer"))]
-            raise ValueError(
-                f"trainer {name!r} not found in nnU-Net or nnunet_ext{did_you_mean(name, known)} "
-                f"Plugin trainers: {known[1:]}"
-            ) from None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use -device cpu (or auto)")
-    return torch.device(device)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed ``random``, ``numpy`` and ``torch`` (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def temporary_env(name: str, value: str) -> Iterator[None]:
-    """Set the environment variable ``name`` for the duration, then restore (or remove) it."""
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
-
-
-@contextlib.contextmanager
-def nnunet_results(path: str | os.PathLike | None) -> Iterator[None]:
-    """Point ``nnUNet_results`` at ``path`` for the duration (nnU-Net reads it lazily); None leaves it alone."""
-    if path is None:
-        yield
-        return
-    with temporary_env("nnUNet_results", str(path)):
-        yield
-
-
-@contextlib.contextmanager
-def console_to(log_file: str | os.PathLike | None) -> Iterator[None]:
-    """Send ``print`` output (nnU-Net is chatty) to ``log_file``; None keeps the console."""
-    if log_file is None:
-        yield
-        return
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as f, contextlib.redirect_stdout(f):
-        yield
-
-
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "nnunet_ext": nnunet_ext.__version__}
-    for package in ("nnunetv2", "torch", "numpy", "scipy", "SimpleITK"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
-def hardware(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["cuda_device"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def write_json_atomic(obj: Any, path: Path) -> None:
-    """Manifests and run records (paths and other objects written as strings)."""
-    _write_json_atomic(obj, path, default=str)
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# training
-def model_folder(results_dir: str | os.PathLike, dataset: str, trainer: str, plans: str, configuration: str) -> Path:
-    """nnU-Net's model folder ``<results>/<Dataset>/<trainer>__<plans>__<configuration>``."""
-    return Path(results_dir) / dataset_name(dataset) / f"{trainer}__{plans}__{configuration}"
-
-
-def _load_plans(dataset: str, plans: str, configuration: str) -> tuple[dict, dict]:
-    from nnunetv2.paths import nnUNet_preprocessed
-
-    folder = Path(nnUNet_preprocessed.require()) / dataset_name(dataset)
-    plans_file = folder / f"{plans}.json"
-    if not plans_file.is_file():
-        raise FileNotFoundError(
-            f"plans {plans_file} not found; run nnUNetv2_plan_and_preprocess -d {dataset} first (or fix -p {plans})"
-        )
-    plans_dict = json.loads(plans_file.read_text())
-    configurations = plans_dict["configurations"]
-    if configuration not in configurations:
-        raise ValueError(
-            f"configuration {configuration!r} not in {plans_file}{did_you_mean(configuration, configurations)} "
-            f"Available: {sorted(configurations)}"
-        )
-    return plans_dict, json.loads((folder / "dataset.json").read_text())
-
-
-def is_plugin_trainer(cls: type) -> bool:
-    """True for subclasses of ``ExtTrainerBase`` (compared by name: the lookup loads its own module copy)."""
-    return any(c.__name__ == "ExtTrainerBase" for c in cls.__mro__)
-
-
-def merge_ext_block(block: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """``overrides`` merged into a plans ``"nnunet_ext"`` block (add-on entries merged key by key)."""
-    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (block or {}).items()}
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
-
-
-def build_trainer(
-    trainer: str,
-    dataset: str,
-    configuration: str,
-    fold: int | str,
-    *,
-    plans: str = "nnUNetPlans",
-    device: str | torch.device = "auto",
-    budget: TrainingBudget | None = None,
-    ext_overrides: Mapping[str, Any] | None = None,
-):
-    """Construct a trainer as ``nnUNetv2_train`` does (Python API), then apply ``budget`` on the instance.
-
-    Works for stock nnU-Net trainers and plugin trainers alike; the budget must be set before ``initialize()``
-    (PolyLRScheduler captures ``num_epochs``, SWA extends it), which ``run_training()`` calls. ``ext_overrides``
-    are merged into the configuration's ``"nnunet_ext"`` block of the in-memory plans (plugin trainers only).
-    """
-    plans_dict, dataset_json = _load_plans(dataset, plans, configuration)
-    plans_dict["continue_training"] = False
-    cls = find_trainer_class(trainer)
-    if ext_overrides:
-        if not is_plugin_trainer(cls):
-            raise ValueError(
-                f'{trainer} is not an nnunet_ext trainer and ignores the plans\' "nnunet_ext" block; remove its '
-                "trainer_overrides"
-            )
-        cfg = plans_dict["configurations"][configuration]
-        cfg["nnunet_ext"] = merge_ext_block(cfg.get("nnunet_ext"), ext_overrides)
-    instance = cls(
-        plans=plans_dict,
-        configuration=configuration,
-        fold=fold,
-        dataset_json=dataset_json,
-        device=resolve_device(device),
-    )
-    if budget is not None:
-        budget.apply(instance)
-    return instance
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A model folder with one trained fold; ``trained`` is False when an existing checkpoint was reused."""
-
-    model_dir: Path
-    fold: int | str
-    trained: bool
-    wall_s: float
-    record: dict[str, Any] | None
-
-    @property
-    def fold_dir(self) -> Path:
-        return self.model_dir / f"fold_{self.fold}"
-
-
-def _training_record(
-    trainer, dataset, configuration, fold, plans, budget: TrainingBudget, seed: int, ext_overrides=None
-) -> dict:
-    return {
-        "trainer": trainer,
-        "dataset": dataset_name(dataset),
-        "configuration": configuration,
-        "fold": fold,
-        "plans": plans,
-        "budget": budget.as_dict(),
-        "seed": seed,
-        "ext_overrides": dict(ext_overrides or {}),
-    }
-
-
-def _check_reusable(fold_dir: Path, expected: dict) -> dict | None:
-    record_file = fold_dir / TRAINING_RECORD
-    if not record_file.is_file():
-        logger.warning("reusing %s, trained outside the benchmark (no %s)", fold_dir / CHECKPOINT, TRAINING_RECORD)
-        return None
-    record = json.loads(record_file.read_text())
-    compared = ("budget", "seed", "ext_overrides")
-    differs = {k: (record.get(k, {}), v) for k, v in expected.items() if k in compared and record.get(k, {}) != v}
-    if differs:
-        raise ValueError(
-            f"{fold_dir} holds a model trained with other settings (recorded vs requested: {differs}); pass "
-            "--overwrite to retrain it or use another output folder / results_dir"
-        )
-    return record
-
-
-def remove_model_fold(fold_dir: Path) -> None:
-    """Delete a fold folder trained by the benchmark; refuse for models trained outside it."""
-    if not fold_dir.exists():
-        return
-    if (fold_dir / CHECKPOINT).is_file() and not (fold_dir / TRAINING_RECORD).is_file():
-        raise ValueError(
-            f"--overwrite would delete {fold_dir}, which was not trained by the benchmark; remove it yourself if "
-            "that is intended"
-        )
-    shutil.rmtree(fold_dir)
-
-
-def train_model(
-    trainer: str,
-    dataset: str,
-    configuration: str,
-    fold: int | str,
-    *,
-    plans: str = "nnUNetPlans",
-    device: str | torch.device = "auto",
-    budget: TrainingBudget | None = None,
-    seed: int = 0,
-    skip_final_validation: bool = False,
-    results_dir: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    log_file: str | os.PathLike | None = None,
-    ext_overrides: Mapping[str, Any] | None = None,
-) -> TrainedModel:
-    """Train one fold unless its ``checkpoint_final.pth`` exists (then check and reuse it).
-
-    Args:
-        trainer: Trainer class name.
-        dataset: Dataset id or name.
-        configuration: nnU-Net configuration.
-        fold: Fold (int or ``"all"``).
-        plans: Plans identifier.
-        device: ``auto``, ``cpu``, ``cuda``, ``mps`` or a ``torch.device``.
-        budget: Short budget set on the trainer instance.
-        seed: Seed set right before the trainer is built.
-        skip_final_validation: Skip nnU-Net's ``perform_actual_validation``.
-        results_dir: ``nnUNet_results`` for this training (None: the environment's).
-        overwrite: Retrain (deletes the fold folder if the benchmark trained it).
-        log_file: Where nnU-Net's console output goes (None: the console).
-        ext_overrides: Entries merged into the plans' ``"nnunet_ext"`` block (see :func:`build_trainer`).
-
-    Returns:
-        A :class:`TrainedModel`.
-    """
-    from nnunetv2.paths import nnUNet_results as results_env
-
-    budget = budget if budget is not None else TrainingBudget()
-    with nnunet_results(results_dir):
-        root = Path(results_env.require())
-    name = dataset_name(dataset)
-    folder = model_folder(root, name, trainer, plans, configuration)
-    fold_dir = folder / f"fold_{fold}"
-    expected = _training_record(trainer, name, configuration, fold, plans, budget, seed, ext_overrides)
-    if overwrite:
-        remove_model_fold(fold_dir)
-    elif (fold_dir / CHECKPOINT).is_file():
-        record = _check_reusable(fold_dir, expected)
-        return TrainedModel(folder, fold, False, 0.0, record)
-
-    start = time.perf_counter()
-    with nnunet_results(root), console_to(log_file):
-        seed_everything(seed)
-        instance = build_trainer(
-            trainer, name, configuration, fold, plans=plans, device=device, budget=budget, ext_overrides=ext_overrides
-        )
-        if torch.cuda.is_available() and instance.device.type == "cuda":
-            torch.backends.cudnn.deterministic = False
-            torch.backends.cudnn.benchmark = True
-        instance.run_training()
-        if not skip_final_validation:
-            instance.perform_actual_validation(False)
-        trained_dir = Path(instance.output_folder)
-    assert trained_dir == fold_dir, f"nnU-Net trained into {trained_dir}, expected {fold_dir}"
-    wall = time.perf_counter() - start
-    record = {
-        **expected,
-        "effective": {
-            "num_epochs": int(instance.num_epochs),
-            "num_iterations_per_epoch": int(instance.num_iterations_per_epoch),
-            "num_val_iterations_per_epoch": int(instance.num_val_iterations_per_epoch),
-        },
-        "device": str(instance.device),
-        "final_validation": not skip_final_validation,
-        "wall_s": wall,
-        "finished": utc_now(),
-        "versions": versions(),
-    }
-    write_json_atomic(record, fold_dir / TRAINING_RECORD)
-    del instance
-    return TrainedModel(folder, fold, True, wall, record)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# prediction
-def list_test_cases(images_dir: str | os.PathLike, file_ending: str) -> list[str]:
-    """Case ids of a folder of images ``{case}_{channel:04d}{file_ending}``."""
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"test image folder {images_dir} does not exist")
-    suffix_len = len(file_ending) + 5
-    cases = sorted({p.name[:-suffix_len] for p in images_dir.iterdir() if p.name.endswith(file_ending)})
-    if not cases:
-        raise ValueError(f"no images ending in {file_ending!r} in {images_dir}")
-    return cases
-
-
-def predict_folder(
-    model_dir: str | os.PathLike,
-    input_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    folds: Sequence[int | str],
-    *,
-    device: str | torch.device = "auto",
-    disable_tta: bool = False,
-    tile_step_size: float = 0.5,
-    num_processes: int = 0,
-    checkpoint_name: str = CHECKPOINT,
-    overwrite: bool = True,
-    save_probabilities: bool = False,
-) -> Path:
-    """Predict a folder of raw images with nnU-Net's predictor; several folds are averaged (logits, nnU-Net).
-
-    ``num_processes=0`` runs preprocessing and export in this process (``predict_from_files_sequential``); otherwise
-    nnU-Net's spawned pools are used (the calling script needs a ``__main__`` guard).
-    """
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    register_trainer_folder()  # the predictor looks the trainer up by the name stored in the checkpoint
-    dev = resolve_device(device)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    predictor = nnUNetPredictor(
-        tile_step_size=tile_step_size,
-        use_gaussian=True,
-        use_mirroring=not disable_tta,
-        perform_everything_on_device=dev.type == "cuda",
-        device=dev,
-        verbose=False,
-        verbose_preprocessing=False,
-        allow_tqdm=False,
-    )
-    predictor.initialize_from_trained_model_folder(
-        str(model_dir), use_folds=tuple(folds), checkpoint_name=checkpoint_name
-    )
-    if num_processes == 0:
-        predictor.predict_from_files_sequential(
-            str(input_dir), str(output_dir), save_probabilities=save_probabilities, overwrite=overwrite
-        )
-    else:
-        predictor.predict_from_files(
-            str(input_dir),
-            str(output_dir),
-            save_probabilities=save_probabilities,
-            overwrite=overwrite,
-            num_processes_preprocessing=num_processes,
-            num_processes_segmentation_export=num_processes,
-        )
-    return output_dir
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# the benchmark
 @dataclass(frozen=True)
 class RunPaths:
+    """Where one cell lives: its run folder (predictions, evaluation, ``run.json``) and its model folder."""
+
     key: RunKey
     dataset_name: str
     run_dir: Path
@@ -478,14 +145,25 @@ class RunPaths:
     test_images: Path
     references: Path
     prediction: Mapping[str, Any] = field(default_factory=dict)
+    multi_seed: bool = False
 
     @property
     def fold_dir(self) -> Path:
         return self.model_dir / f"fold_{self.key.fold}"
 
     @property
+    def checkpoint_file(self) -> Path:
+        """The checkpoint that predicts this cell."""
+        return self.fold_dir / CHECKPOINT_FILES[self.key.checkpoint]
+
+    @property
     def label(self) -> str:
-        return f"{self.dataset_name}/{self.key.configuration}/{self.key.trainer}/fold_{self.key.fold}"
+        label = f"{self.dataset_name}/{self.key.configuration}/{self.key.trainer}/fold_{self.key.fold}"
+        if self.multi_seed:
+            label += f"/seed_{self.key.seed}"
+        if self.key.checkpoint != "final":
+            label += f"/checkpoint_{self.key.checkpoint}"
+        return label
 
     @property
     def predictions(self) -> Path:
@@ -498,51 +176,75 @@ def _raw_folder(name: str) -> Path | None:
     return Path(nnUNet_raw.get()) / name if nnUNet_raw.is_set() else None
 
 
-def _dataset_folder(spec_map: dict[str, str], dataset: str, name: str, default_sub: str, what: str) -> Path:
+def _dataset_folder(
+    spec_map: Mapping[str, str], dataset: str, name: str, default_sub: str, what: str, flag: str
+) -> Path:
     if dataset in spec_map:
         return Path(spec_map[dataset])
     raw = _raw_folder(name)
     if raw is None:
-        raise ValueError(f"nnUNet_raw is not set: give the {what} folder of dataset {dataset} explicitly")
+        raise ValueError(
+            f"nnUNet_raw is not set, so the {what} folder of dataset {dataset} is unknown; give it with {flag} or "
+            "export nnUNet_raw"
+        )
     return raw / default_sub
 
 
 def run_paths(spec: BenchmarkSpec, output_dir: str | os.PathLike) -> list[RunPaths]:
-    """Where every run of the matrix lives (resolves dataset names; checks nothing else)."""
+    """Where every cell of the matrix lives, in :meth:`BenchmarkSpec.runs` order (resolves dataset names only)."""
     output_dir = Path(output_dir)
     results = Path(spec.results_dir) if spec.results_dir is not None else output_dir / "nnUNet_results"
+    names = {d: dataset_name(d) for d in spec.datasets}
     out = []
     for key in spec.runs():
-        name = dataset_name(key.dataset)
+        name = names[key.dataset]
+        run_dir = output_dir / "runs" / name / key.configuration / key.trainer
+        if key.checkpoint != "final":
+            run_dir = run_dir / f"checkpoint_{key.checkpoint}"
+        seed_results = results
+        if spec.multi_seed:
+            run_dir = run_dir / f"seed_{key.seed}"
+            seed_results = results / f"seed_{key.seed}"
         out.append(
             RunPaths(
                 key=key,
                 dataset_name=name,
-                run_dir=output_dir / "runs" / name / key.configuration / key.trainer / f"fold_{key.fold}",
-                model_dir=model_folder(results, name, key.trainer, spec.plans, key.configuration),
-                test_images=_dataset_folder(spec.test_images, key.dataset, name, "imagesTs", "test image"),
-                references=_dataset_folder(spec.references, key.dataset, name, "labelsTs", "reference"),
+                run_dir=run_dir / f"fold_{key.fold}",
+                model_dir=model_folder(seed_results, name, key.trainer, spec.plans, key.configuration),
+                test_images=_dataset_folder(
+                    spec.test_images, key.dataset, name, "imagesTs", "test image", "--test-images"
+                ),
+                references=_dataset_folder(spec.references, key.dataset, name, "labelsTs", "reference", "--ref"),
                 prediction={"disable_tta": spec.disable_tta, "tile_step_size": spec.tile_step_size},
+                multi_seed=spec.multi_seed,
             )
         )
     return out
 
 
+def _model_finished(paths: RunPaths) -> str | None:
+    """The ``finished`` stamp of the model's training record (None: no record, trained outside the benchmark)."""
+    record_file = paths.fold_dir / TRAINING_RECORD
+    return json.loads(record_file.read_text()).get("finished") if record_file.is_file() else None
+
+
 def _inputs_changed(paths: RunPaths, record: Mapping[str, Any]) -> bool:
-    """Test images, references or prediction settings differ from those recorded in ``run.json``."""
+    """Test images, references, prediction settings, checkpoint or the trained model differ from ``run.json``'s."""
     return (
         record.get("test_images") != str(paths.test_images)
         or record.get("references") != str(paths.references)
         or record.get("prediction") != dict(paths.prediction)
+        or record.get("checkpoint", "final") != paths.key.checkpoint
+        or (record.get("training") or {}).get("finished") != _model_finished(paths)
     )
 
 
 def run_is_finished(paths: RunPaths) -> bool:
-    """Checkpoint, every recorded prediction, ``summary.json`` and ``run.json`` present, for the same inputs."""
+    """Checkpoints, every recorded prediction, ``summary.json`` and ``run.json`` present, for the same inputs."""
     record_file = paths.run_dir / RUN_RECORD
-    if not ((paths.fold_dir / CHECKPOINT).is_file() and (paths.run_dir / "summary.json").is_file()):
+    if not ((paths.fold_dir / CHECKPOINT).is_file() and paths.checkpoint_file.is_file()):
         return False
-    if not record_file.is_file():
+    if not ((paths.run_dir / "summary.json").is_file() and record_file.is_file()):
         return False
     record = json.loads(record_file.read_text())
     files = record.get("prediction_files")
@@ -558,14 +260,15 @@ def check_spec(spec: BenchmarkSpec, output_dir: str | os.PathLike) -> list[RunPa
         cls = find_trainer_class(trainer)
         if trainer in spec.trainer_overrides and not is_plugin_trainer(cls):
             raise ValueError(
-                f'trainer_overrides: {trainer} is not an nnunet_ext trainer and ignores the plans\' "nnunet_ext" block'
+                f'trainer_overrides: {trainer} is not an nnunet_ext trainer and ignores the plans\' "nnunet_ext" '
+                "block; remove its --trainer-override"
             )
     checked: set[tuple[str, str]] = set()
     for p in all_paths:
         if (p.dataset_name, p.key.configuration) in checked:
             continue
         checked.add((p.dataset_name, p.key.configuration))
-        _load_plans(p.dataset_name, spec.plans, p.key.configuration)
+        load_plans(p.dataset_name, spec.plans, p.key.configuration)
         for folder, what, flag, key in (
             (p.test_images, "test images", "--test-images", "test_images"),
             (p.references, "references", "--ref", "references"),
@@ -578,17 +281,18 @@ def check_spec(spec: BenchmarkSpec, output_dir: str | os.PathLike) -> list[RunPa
     return all_paths
 
 
-@dataclass
-class BenchmarkOutcome:
-    """What :func:`run_benchmark` did and wrote."""
+def cell_index(index: int, all_paths: Sequence[RunPaths]) -> RunPaths:
+    """The cell ``index`` (0-based, :meth:`BenchmarkSpec.runs` order); raises a user error when out of range."""
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(all_paths):
+        raise ValueError(
+            f"--cell {index!r} is out of range: the spec has {len(all_paths)} cell(s), 0-{len(all_paths) - 1}; "
+            "list them with --dry-run"
+        )
+    return all_paths[index]
 
-    output_dir: Path
-    rows: list[Row]
-    report: ReportFiles | None
-    statuses: dict[str, str] = field(default_factory=dict)
-    manifest: Path | None = None
 
-
+# ---------------------------------------------------------------------------------------------------------------
+# one cell
 def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Path | None) -> dict[str, Any]:
     key = paths.key
     if overwrite and paths.run_dir.exists():
@@ -605,7 +309,7 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
         plans=spec.plans,
         device=spec.device,
         budget=spec.budget,
-        seed=spec.seed,
+        seed=key.seed,
         skip_final_validation=spec.skip_final_validation,
         results_dir=paths.model_dir.parent.parent,
         overwrite=overwrite,
@@ -627,6 +331,7 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
             disable_tta=spec.disable_tta,
             tile_step_size=spec.tile_step_size,
             num_processes=spec.num_processes,
+            checkpoint_name=CHECKPOINT_FILES[key.checkpoint],
             # a fresh model or other inputs invalidate old predictions; else only the missing ones are made
             overwrite=model.trained or old_record is None or _inputs_changed(paths, old_record),
         )
@@ -644,12 +349,15 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
         output_dir=paths.run_dir,
     )
     wall["evaluate_s"] = time.perf_counter() - start
+    device = resolve_device(spec.device)
     record = {
         "run": {
             "dataset": paths.dataset_name,
             "configuration": key.configuration,
             "trainer": key.trainer,
             "fold": key.fold,
+            "seed": key.seed,
+            "checkpoint": key.checkpoint,
         },
         "model_fold_dir": str(paths.fold_dir),
         "model_trained_now": model.trained,
@@ -659,6 +367,10 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
         "references": str(paths.references),
         "prediction_files": [c + file_ending for c in cases],
         "prediction": dict(paths.prediction),
+        "checkpoint": key.checkpoint,
+        "device": str(device),
+        "host": platform.node(),
+        "hardware": hardware(device),
         "wall_s": wall,
         "finished": utc_now(),
     }
@@ -666,16 +378,129 @@ def _run_one(spec: BenchmarkSpec, paths: RunPaths, overwrite: bool, log_file: Pa
     return record
 
 
+@dataclass(frozen=True)
+class CellOutcome:
+    """What :func:`run_one_cell` did for one cell, and the cell's ``run.json``."""
+
+    paths: RunPaths
+    status: str
+    record: dict[str, Any]
+
+
+def run_one_cell(
+    spec: BenchmarkSpec, paths: RunPaths, *, overwrite: bool = False, verbose: bool = False
+) -> CellOutcome:
+    """Skip a finished cell, else train (or reuse), predict and evaluate it. The one code path of every mode."""
+    if not overwrite and run_is_finished(paths):
+        return CellOutcome(paths, "skipped (finished)", json.loads((paths.run_dir / RUN_RECORD).read_text()))
+    log_file = None if verbose else paths.run_dir / "nnunet_console.log"
+    record = _run_one(spec, paths, overwrite, log_file)
+    return CellOutcome(paths, "done" if record["model_trained_now"] else "done (model reused)", record)
+
+
+def _manifest_entry(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {"status": status, "wall_s": record["wall_s"], "finished": record["finished"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report
 def collect_rows(all_paths: Sequence[RunPaths]) -> list[Row]:
-    """Result rows of every finished run."""
+    """Result rows of every finished cell (with a ``seed`` for benchmarks with several seeds)."""
     rows: list[Row] = []
     for p in all_paths:
         if run_is_finished(p):
             summary = json.loads((p.run_dir / "summary.json").read_text())
-            rows += rows_from_summary(summary, p.dataset_name, p.key.configuration, p.key.trainer, p.key.fold)
+            seed = p.key.seed if p.multi_seed else None
+            rows += rows_from_summary(summary, p.dataset_name, p.key.configuration, p.key.trainer, p.key.fold, seed)
     return rows
 
 
+def _header_lines(
+    spec: BenchmarkSpec, all_paths: Sequence[RunPaths], device: str, missing: Sequence[RunPaths]
+) -> list[str]:
+    seeds = f"seeds {', '.join(map(str, spec.seeds))}" if spec.multi_seed else f"seed {spec.seed}"
+    lines = [
+        f"- Trainers: {', '.join(spec.trainers)}; datasets: {', '.join(spec.datasets)}; configurations: "
+        f"{', '.join(spec.configurations)}; folds: {', '.join(map(str, spec.folds))}.",
+        f"- Budget: {spec.budget.as_dict()} (None: the trainer's own); {seeds}; device {device}.",
+    ]
+    if spec.checkpoint != "final":
+        lines.append(
+            f"- Predicted from `{CHECKPOINT_FILES[spec.checkpoint]}` (nnU-Net's best EMA pseudo Dice on its "
+            "validation split, scored on the training labels)."
+        )
+    lines += [f'- `{t}` plans "nnunet_ext" overrides: `{json.dumps(o)}`.' for t, o in spec.trainer_overrides.items()]
+    lines.append("- References: " + ", ".join(sorted({str(p.references) for p in all_paths})) + ".")
+    if missing:
+        lines.append(
+            f"- **Incomplete**: {len(missing)} of {len(all_paths)} cells not finished and left out: "
+            + ", ".join(f"`{p.label}`" for p in missing)
+            + "."
+        )
+    return lines
+
+
+def write_benchmark_report(
+    spec: BenchmarkSpec,
+    output_dir: Path,
+    all_paths: Sequence[RunPaths],
+    manifest: dict[str, Any],
+    default_device: str,
+) -> tuple[list[Row], ReportFiles, list[RunPaths]]:
+    """``results.csv``, ``report.md``, box plots and the finished manifest, from the finished cells.
+
+    The report's device is the one the cells recorded in ``run.json`` (``default_device`` for cells that did not).
+
+    Returns:
+        The rows, the report files and the cells that are not finished.
+    """
+    rows = collect_rows(all_paths)
+    missing = [p for p in all_paths if not run_is_finished(p)]
+    records = [json.loads((p.run_dir / RUN_RECORD).read_text()) for p in all_paths if p not in missing]
+    device = ", ".join(sorted({r.get("device") or default_device for r in records})) or default_device
+    header = _header_lines(spec, all_paths, device, missing)
+    report = write_report(rows, output_dir, spec.baseline, spec.metrics, spec.size_edges_cc, header)
+    manifest["finished"] = utc_now()
+    manifest["outputs"] = {
+        "results_csv": str(report.results_csv),
+        "report_md": str(report.report_md),
+        "box_plots": [str(p) for p in report.box_plots],
+    }
+    if missing:
+        manifest["missing"] = [p.label for p in missing]
+    write_json_atomic(manifest, output_dir / MANIFEST)
+    return rows, report, missing
+
+
+def _new_manifest(spec: BenchmarkSpec, output_dir: Path, device: torch.device) -> dict[str, Any]:
+    manifest_path = output_dir / MANIFEST
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    return {
+        "seed": spec.seed,
+        **({"seeds": list(spec.seeds)} if spec.multi_seed else {}),
+        "spec": spec.to_dict(),
+        "versions": versions(),
+        "hardware": hardware(device),
+        "environment": nnunet_environment(),
+        "started": utc_now(),
+        "runs": dict(previous.get("runs", {})),
+    }
+
+
+@dataclass
+class BenchmarkOutcome:
+    """What :func:`run_benchmark` / :func:`report_only` did and wrote (``missing``: cells left out of the report)."""
+
+    output_dir: Path
+    rows: list[Row]
+    report: ReportFiles | None
+    statuses: dict[str, str] = field(default_factory=dict)
+    manifest: Path | None = None
+    missing: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the three modes
 def run_benchmark(
     spec: BenchmarkSpec,
     output_dir: str | os.PathLike,
@@ -684,14 +509,14 @@ def run_benchmark(
     verbose: bool = False,
     progress: bool = True,
 ) -> BenchmarkOutcome:
-    """Run (or resume) the whole matrix, then write ``results.csv``, ``report.md``, box plots and the manifest.
+    """Run (or resume) every cell in this process, then write ``results.csv``, ``report.md``, box plots, manifest.
 
     Args:
         spec: The run matrix and settings.
         output_dir: Output folder (created).
-        overwrite: Retrain, predict and evaluate every run again.
+        overwrite: Retrain, predict and evaluate every cell again.
         verbose: Show nnU-Net's console output (else it goes to ``runs/.../nnunet_console.log``).
-        progress: Show a tqdm progress bar over the runs.
+        progress: Show a tqdm progress bar over the cells.
 
     Returns:
         A :class:`BenchmarkOutcome`.
@@ -702,49 +527,62 @@ def run_benchmark(
     output_dir.mkdir(parents=True, exist_ok=True)
     all_paths = check_spec(spec, output_dir)
     device = resolve_device(spec.device)
-    manifest_path = output_dir / MANIFEST
-    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest: dict[str, Any] = {
-        "seed": spec.seed,
-        "spec": spec.to_dict(),
-        "versions": versions(),
-        "hardware": hardware(device),
-        "environment": {k: v for k, v in os.environ.items() if k.startswith("nnUNet_")},
-        "started": utc_now(),
-        "runs": dict(previous.get("runs", {})),
-    }
+    manifest = _new_manifest(spec, output_dir, device)
     statuses: dict[str, str] = {}
     bar = tqdm(all_paths, desc="benchmark", unit="run", disable=not progress, file=sys.stderr)
     for paths in bar:
-        label = paths.label
-        bar.set_postfix_str(label)
-        if not overwrite and run_is_finished(paths):
-            statuses[label] = "skipped (finished)"
-            record = json.loads((paths.run_dir / RUN_RECORD).read_text())
+        bar.set_postfix_str(paths.label)
+        cell = run_one_cell(spec, paths, overwrite=overwrite, verbose=verbose)
+        statuses[paths.label] = cell.status
+        manifest["runs"][paths.label] = _manifest_entry(cell.status, cell.record)
+        write_json_atomic(manifest, output_dir / MANIFEST)
+    rows, report, _ = write_benchmark_report(spec, output_dir, all_paths, manifest, str(device))
+    return BenchmarkOutcome(output_dir, rows, report, statuses, output_dir / MANIFEST)
+
+
+def run_cell(
+    spec: BenchmarkSpec,
+    output_dir: str | os.PathLike,
+    index: int,
+    *,
+    overwrite: bool = False,
+    verbose: bool = False,
+) -> CellOutcome:
+    """Train, predict and evaluate exactly the cell ``index`` (resumably), as :func:`run_benchmark` does for it.
+
+    Writes only the cell's own files (``run.json`` and the rest of its run folder, its model fold), so cells may run
+    at the same time (job-array tasks); :func:`report_only` collects them.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = cell_index(index, check_spec(spec, output_dir))
+    return run_one_cell(spec, paths, overwrite=overwrite, verbose=verbose)
+
+
+def report_only(spec: BenchmarkSpec, output_dir: str | os.PathLike) -> BenchmarkOutcome:
+    """The report of the finished cells (run nothing); cells not finished are named in the report and the outcome.
+
+    Raises:
+        FileNotFoundError: No cell has finished.
+    """
+    output_dir = Path(output_dir)
+    all_paths = run_paths(spec, output_dir)
+    finished = [p for p in all_paths if run_is_finished(p)]
+    if not finished:
+        raise FileNotFoundError(
+            f"no finished cell of this spec in {output_dir} (0 of {len(all_paths)}); run the cells first "
+            "(nnunet-ext benchmark with the same spec, with or without --cell INDEX)"
+        )
+    manifest = _new_manifest(spec, output_dir, torch.device("cpu"))
+    statuses: dict[str, str] = {}
+    for p in all_paths:
+        if p in finished:
+            record = json.loads((p.run_dir / RUN_RECORD).read_text())
+            statuses[p.label] = "finished"
+            status = "done" if record.get("model_trained_now") else "done (model reused)"
+            manifest["runs"][p.label] = _manifest_entry(status, record)
         else:
-            log_file = None if verbose else paths.run_dir / "nnunet_console.log"
-            record = _run_one(spec, paths, overwrite, log_file)
-            statuses[label] = "done" if record["model_trained_now"] else "done (model reused)"
-        manifest["runs"][label] = {
-            "status": statuses[label],
-            "wall_s": record["wall_s"],
-            "finished": record["finished"],
-        }
-        write_json_atomic(manifest, manifest_path)
-    rows = collect_rows(all_paths)
-    header = [
-        f"- Trainers: {', '.join(spec.trainers)}; datasets: {', '.join(spec.datasets)}; configurations: "
-        f"{', '.join(spec.configurations)}; folds: {', '.join(map(str, spec.folds))}.",
-        f"- Budget: {spec.budget.as_dict()} (None: the trainer's own); seed {spec.seed}; device {device}.",
-        *(f'- `{t}` plans "nnunet_ext" overrides: `{json.dumps(o)}`.' for t, o in spec.trainer_overrides.items()),
-        "- References: " + ", ".join(sorted({str(p.references) for p in all_paths})) + ".",
-    ]
-    report = write_report(rows, output_dir, spec.baseline, spec.metrics, spec.size_edges_cc, header)
-    manifest["finished"] = utc_now()
-    manifest["outputs"] = {
-        "results_csv": str(report.results_csv),
-        "report_md": str(report.report_md),
-        "box_plots": [str(p) for p in report.box_plots],
-    }
-    write_json_atomic(manifest, manifest_path)
-    return BenchmarkOutcome(output_dir, rows, report, statuses, manifest_path)
+            statuses[p.label] = "missing"
+            manifest["runs"].pop(p.label, None)
+    rows, report, missing = write_benchmark_report(spec, output_dir, all_paths, manifest, spec.device)
+    return BenchmarkOutcome(output_dir, rows, report, statuses, output_dir / MANIFEST, [p.label for p in missing])

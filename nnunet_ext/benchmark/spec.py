@@ -1,4 +1,4 @@
-"""The benchmark run matrix: trainers x datasets x configurations x folds, plus budget and evaluation settings.
+"""The benchmark run matrix: trainers x datasets x configurations x folds x seeds, plus budget and evaluation settings.
 
 A :class:`BenchmarkSpec` comes from ``nnunet-ext benchmark`` flags or from a JSON file whose keys are the field names
 below (unknown keys are rejected with a did-you-mean hint)::
@@ -7,6 +7,9 @@ below (unknown keys are rejected with a did-you-mean hint)::
      "folds": [0], "num_epochs": 50, "num_iterations_per_epoch": 100, "references": {"502": "/data/clean/labelsTs"}}
 
 The baseline trainer (default stock ``nnUNetTrainer``) is always part of the matrix: it is put first when missing.
+Each cell of the matrix (:class:`RunKey`: dataset, configuration, trainer, fold, seed; and the spec's checkpoint) is
+trained, predicted and evaluated on its own, resumably; :meth:`BenchmarkSpec.runs` fixes their order, which is also
+the ``--cell`` index of cluster job arrays.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +29,8 @@ from nnunet_ext.evaluation.metrics import METRIC_KEYS
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+Checkpoint = Literal["final", "best"]
+CHECKPOINTS: tuple[str, ...] = ("final", "best")
 DEFAULT_METRICS: tuple[str, ...] = ("Dice", "HD95_mm", "RVE")
 
 
@@ -56,6 +62,14 @@ def parse_fold(value: Any) -> int | str:
     if fold < 0 or str(fold) != str(value).strip():
         raise ValueError(f"folds must be integers >= 0 or 'all', got {value!r}")
     return fold
+
+
+def _seed(value: Any, name: str = "seed") -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    raise ValueError(f"{name} must be an integer >= 0, got {value!r}; give seeds as whole numbers, e.g. 0 1 2")
 
 
 def _optional_positive_int(name: str, value: Any) -> int | None:
@@ -118,7 +132,13 @@ class BenchmarkSpec:
         num_val_iterations_per_epoch: Budget override.
         skip_final_validation: Skip nnU-Net's ``perform_actual_validation`` (it scores the noisy training labels).
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``mps``.
-        seed: Seed of ``random``, ``numpy`` and ``torch``, set before every run.
+        seed: Seed of ``random``, ``numpy`` and ``torch``, set before every run of a one-seed benchmark (the first
+            of ``seeds`` otherwise).
+        seeds: Seeds to train every (dataset, configuration, trainer, fold) with; empty: ``(seed,)``. With several,
+            each seed's models live under ``<results>/seed_<s>/`` and its runs under ``runs/.../seed_<s>/``; one
+            seed keeps the plain layout.
+        checkpoint: ``final`` (``checkpoint_final.pth``) or ``best`` (``checkpoint_best.pth``: best EMA pseudo Dice
+            on nnU-Net's validation split) predicts the test images; both come from one trained model.
         test_images: Dataset -> folder of test images (default ``$nnUNet_raw/<dataset>/imagesTs``).
         references: Dataset -> folder of the **clean** reference labels (default ``$nnUNet_raw/<dataset>/labelsTs``).
         metrics: Metrics in the report, tests and box plots (keys of ``nnunet_ext.evaluation.metrics.METRIC_KEYS``).
@@ -145,6 +165,8 @@ class BenchmarkSpec:
     skip_final_validation: bool = False
     device: Device = "auto"
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+    checkpoint: Checkpoint = "final"
     test_images: Mapping[str, str] = field(default_factory=dict)
     references: Mapping[str, str] = field(default_factory=dict)
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -180,8 +202,23 @@ class BenchmarkSpec:
             raise ValueError(
                 f"device must be one of {DEVICES}, got {self.device!r}{did_you_mean(self.device, DEVICES)}"
             )
-        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        seed = _seed(self.seed)
+        raw_seeds = (self.seeds,) if isinstance(self.seeds, (int, str)) else tuple(self.seeds or ())
+        seeds = tuple(_seed(v, "seeds") for v in raw_seeds)
+        repeated = sorted({v for v in seeds if seeds.count(v) > 1})
+        if repeated:
+            raise ValueError(f"seeds lists {repeated} more than once; give each seed once")
+        if not seeds:
+            seeds = (seed,)
+        elif seed not in (0, seeds[0]):
+            raise ValueError(f"seed {seed} and seeds {list(seeds)} disagree; give only one of them")
+        setf(self, "seed", seeds[0])
+        setf(self, "seeds", seeds)
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(
+                f"checkpoint must be one of {CHECKPOINTS}, got {self.checkpoint!r}"
+                + did_you_mean(self.checkpoint, CHECKPOINTS)
+            )
         overrides = dict(self.trainer_overrides or {})
         for trainer, block in overrides.items():
             if trainer not in trainers:
@@ -223,13 +260,19 @@ class BenchmarkSpec:
     def budget(self) -> TrainingBudget:
         return TrainingBudget(self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch)
 
+    @property
+    def multi_seed(self) -> bool:
+        """Several seeds: models and runs live in per-seed folders."""
+        return len(self.seeds) > 1
+
     def runs(self) -> list[RunKey]:
-        """Every run, ordered dataset, configuration, fold, then trainer (baseline first)."""
+        """Every cell, ordered dataset, configuration, fold, seed, then trainer (baseline first)."""
         return [
-            RunKey(d, c, t, f)
+            RunKey(d, c, t, f, s, self.checkpoint)
             for d in self.datasets
             for c in self.configurations
             for f in self.folds
+            for s in self.seeds
             for t in self.trainers
         ]
 
@@ -268,9 +311,11 @@ class BenchmarkSpec:
 
 @dataclass(frozen=True)
 class RunKey:
-    """One cell of the run matrix."""
+    """One cell of the run matrix; ``checkpoint`` names the checkpoint that predicts (one trained model serves both)."""
 
     dataset: str
     configuration: str
     trainer: str
     fold: int | str
+    seed: int = 0
+    checkpoint: Checkpoint = "final"

@@ -47,15 +47,9 @@ from torch.nn.functional import interpolate
 
 from nnunet_ext._nnunet import deep_supervision_scales
 from nnunet_ext.benchmark.datasets import dataset_name
-from nnunet_ext.benchmark.runner import (
-    build_trainer,
-    console_to,
-    list_test_cases,
-    nnunet_results,
-    resolve_device,
-    seed_everything,
-    temporary_env,
-)
+from nnunet_ext.benchmark.predict import list_test_cases
+from nnunet_ext.benchmark.provenance import console_to, nnunet_results, resolve_device, seed_everything, temporary_env
+from nnunet_ext.benchmark.train import build_trainer
 
 REFERENCE_TRAINER = "nnUNetTrainer"
 CLOCKS: tuple[str, ...] = ("wall", "cpu")

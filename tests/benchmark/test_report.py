@@ -151,3 +151,95 @@ def test_2d_rows_carry_areas_and_the_report_labels_area_groups(rows, tmp_path):
     back = report.read_results_csv(report.write_results_csv(rows + rows_2d, tmp_path / "results.csv"))
     assert back[-1]["area_ref_mm2"] == pytest.approx(2827.4) and math.isnan(back[-1]["volume_ref_cc"])
     assert math.isnan(back[0]["area_ref_mm2"]) and back[0]["volume_ref_cc"] == 10.0
+
+
+def seeded_rows():
+    """2 trainers x 2 seeds x 3 cases; seed 1 has two folds (0.05 apart) to check fold-then-seed averaging."""
+    base = {0: [0.5, 0.6, 0.7], 1: [0.7, 0.8, 0.9]}
+    out = []
+    for trainer, shift in (("nnUNetTrainer", 0.0), ("NRDiceTrainer", 0.1)):
+        for seed, values in base.items():
+            for fold in (0, 1) if seed == 1 else (0,):
+                for case, dice in zip(CASES[:3], values):
+                    r = row(trainer, fold, case, dice + shift + (0.05 if fold == 1 else -0.05 * (seed == 1)))
+                    out.append({**r, "seed": seed, "Dice": round(r["Dice"], 10)})
+    return out
+
+
+def test_seed_summary_is_mean_and_sd_of_per_seed_means():
+    rows = seeded_rows()
+    panel = ("Dataset702_X", "2d", "1")
+    assert (
+        report.seeds_of(rows) == [0, 1] and report.seeds_of([{k: v for k, v in rows[0].items() if k != "seed"}]) == []
+    )
+    d = report.seed_summary(rows, panel, "nnUNetTrainer", "Dice")
+    # seed 0: mean(0.5, 0.6, 0.7) = 0.6; seed 1: folds -0.05/+0.05 average out, mean(0.7, 0.8, 0.9) = 0.8
+    assert (d.n, d.n_nan) == (2, 0)
+    assert d.mean == pytest.approx(0.7) and d.sd == pytest.approx(math.sqrt(2 * 0.1**2))
+    assert report.seed_summary(rows, panel, "NRDiceTrainer", "Dice").mean == pytest.approx(0.8)
+    one = report.seed_summary([r for r in rows if r["seed"] == 0], panel, "nnUNetTrainer", "Dice")
+    assert one.n == 1 and one.mean == pytest.approx(0.6) and math.isnan(one.sd)
+
+
+def test_paired_tests_use_case_values_averaged_over_seeds():
+    rows = seeded_rows()
+    panel = ("Dataset702_X", "2d", "1")
+    b = report.case_values(rows, panel, "nnUNetTrainer", "Dice")
+    assert b == pytest.approx({"c0": 0.6, "c1": 0.7, "c2": 0.8})  # (0.5 + 0.7) / 2, ...: seeds weigh equally
+    res = next(c.result for c in report.compare(rows, "nnUNetTrainer", ["Dice"]) if c.group == "all")
+    assert res.n_pairs == 3 and res.mean_difference == pytest.approx(0.1)
+
+
+def test_seed_column_and_seed_table_only_with_seeds(rows, tmp_path):
+    one_seed = report.write_results_csv(rows, tmp_path / "one.csv").read_text().splitlines()[0]
+    assert one_seed.split(",") == list(report.CSV_COLUMNS)  # files of benchmarks without seeds are unchanged
+    seeded = seeded_rows()
+    path = report.write_results_csv(seeded, tmp_path / "seeds.csv")
+    assert path.read_text().startswith("dataset,configuration,trainer,fold,seed,case,")
+    back = report.read_results_csv(path)
+    assert [r["seed"] for r in back] == [r["seed"] for r in seeded]
+    assert "seed" not in report.read_results_csv(tmp_path / "one.csv")[0]
+    md = report.render_markdown(seeded, "nnUNetTrainer", ["Dice"], (50.0, 200.0))
+    assert "metrics are averaged over the folds and seeds" in md
+    assert "Over seeds 0, 1 (all cases): mean ± seed-to-seed SD of the per-seed mean over cases:" in md
+    assert (
+        "| nnUNetTrainer (baseline) | 2 | 0.7000 ± 0.1414 |" in md and "| NRDiceTrainer | 2 | 0.8000 ± 0.1414 |" in md
+    )
+    plain = report.render_markdown(rows, "nnUNetTrainer", ["Dice"], (50.0, 200.0))
+    assert "Over seeds" not in plain and "averaged over the folds." in plain
+    assert "Dice over seeds" in report.console_table(seeded, "nnUNetTrainer", ["Dice"])
+    assert "over seeds" not in report.console_table(rows, "nnUNetTrainer", ["Dice"])
+
+
+def test_box_plot_is_readable_at_its_saved_size(rows, tmp_path):
+    long_name = "NRDiceAdaptiveMTSWATrainer"
+    rows = rows + [{**r, "trainer": long_name} for r in rows if r["trainer"] == "NRDiceTrainer"]
+    metrics = ["Dice", "HD95_mm", "RVE"]
+    panel = ("Dataset702_X", "2d", "1")
+    fig = report.box_plot_figure(rows, panel, "nnUNetTrainer", metrics)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    first = fig.axes[0]
+    labels = [t.get_text() for t in first.get_yticklabels()]
+    assert labels == ["nnUNetTrainer (baseline)", "NRDiceTrainer", long_name]  # horizontal, baseline on top
+    assert (
+        first.get_yticklabels()[0].get_window_extent(renderer).y0
+        > first.get_yticklabels()[2].get_window_extent(renderer).y0
+    )
+    texts = [*fig.texts, *(ax.title for ax in fig.axes)]  # fig.texts holds the suptitle
+    for ax in fig.axes:  # the drawn ticks (matplotlib also keeps labels for locations outside the view)
+        lo, hi = sorted(ax.get_xlim())
+        texts += [t.label1 for t in ax.xaxis.get_major_ticks() if lo <= t.get_loc() <= hi and t.label1.get_text()]
+        texts += [t for t in ax.get_yticklabels() if t.get_text()]
+    for text in texts:  # nothing cut: every label inside the canvas, at a readable size
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, text.get_text()
+        assert text.get_fontsize() >= 9
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    (path,) = report.box_plots(rows, "nnUNetTrainer", metrics, tmp_path)
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert 1000 <= width <= 2400 and 350 <= height <= 900, (width, height)  # ~10.7 x 3.3 in at 150 dpi, tight

@@ -158,3 +158,79 @@ def test_nnunet_results_is_restored(tmp_path):
     with runner.nnunet_results(tmp_path):
         assert os.environ["nnUNet_results"] == str(tmp_path)
     assert os.environ.get("nnUNet_results") == before
+
+
+def test_several_seeds_live_apart_and_are_summarised_over_seeds(fake_dataset, tmp_path):
+    spec = BenchmarkSpec(trainers=("NRDiceTrainer",), datasets=("703",), seeds=(0, 1), metrics=("Dice",))
+    all_paths = runner.run_paths(spec, tmp_path)
+    assert [p.label for p in all_paths] == [
+        f"{DATASET}/2d/nnUNetTrainer/fold_0/seed_0",
+        f"{DATASET}/2d/NRDiceTrainer/fold_0/seed_0",
+        f"{DATASET}/2d/nnUNetTrainer/fold_0/seed_1",
+        f"{DATASET}/2d/NRDiceTrainer/fold_0/seed_1",
+    ]
+    p = all_paths[3]
+    assert p.model_dir == tmp_path / "nnUNet_results" / "seed_1" / DATASET / "NRDiceTrainer__nnUNetPlans__2d"
+    assert p.run_dir == tmp_path / "runs" / DATASET / "2d" / "NRDiceTrainer" / "seed_1" / "fold_0"
+    assert (p.key.seed, p.key.checkpoint) == (1, "final")
+    # per-seed mean Dice (cases 0.5, 0.6, 0.7 + shift): baseline 0.60 and 0.62, NRDice 0.65 and 0.69
+    for paths, shift in zip(all_paths, (0.0, 0.05, 0.02, 0.09)):
+        fake_finished(paths, spec, shift)
+    outcome = runner.run_benchmark(spec, tmp_path, progress=False)
+    assert set(outcome.statuses.values()) == {"skipped (finished)"}
+    assert sorted({r["seed"] for r in outcome.rows}) == [0, 1] and len(outcome.rows) == 12
+    md = outcome.report.report_md.read_text()
+    assert "; seeds 0, 1; device" in md
+    assert "| nnUNetTrainer (baseline) | 2 | 0.6100 ± 0.0141 |" in md  # mean and ddof=1 SD of 0.60, 0.62
+    assert "| NRDiceTrainer | 2 | 0.6700 ± 0.0283 |" in md
+    assert "| all | NRDiceTrainer | Dice | 3 | 0 | 0 | 0.0600 |" in md  # per case: (0.05 + 0.09 - 0.02) / 2
+    assert outcome.report.results_csv.read_text().startswith("dataset,configuration,trainer,fold,seed,case")
+    manifest = json.loads(outcome.manifest.read_text())
+    assert manifest["seeds"] == [0, 1] and manifest["spec"]["seeds"] == [0, 1]
+
+
+def test_best_checkpoint_cells_share_the_trained_model(fake_dataset, tmp_path):
+    final = BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",))
+    best = BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",), checkpoint="best")
+    (f,) = runner.run_paths(final, tmp_path)
+    (b,) = runner.run_paths(best, tmp_path)
+    assert b.model_dir == f.model_dir and b.checkpoint_file == f.fold_dir / "checkpoint_best.pth"
+    assert b.run_dir == tmp_path / "runs" / DATASET / "2d" / "nnUNetTrainer" / "checkpoint_best" / "fold_0"
+    assert b.label == f"{DATASET}/2d/nnUNetTrainer/fold_0/checkpoint_best"
+    fake_finished(f, final, 0.0)
+    fake_finished(b, best, 0.0)  # a run.json without "checkpoint" reads as final: not this cell's
+    assert runner.run_is_finished(f) and not runner.run_is_finished(b)
+    record = json.loads((b.run_dir / runner.RUN_RECORD).read_text())
+    (b.run_dir / runner.RUN_RECORD).write_text(json.dumps({**record, "checkpoint": "best"}))
+    assert not runner.run_is_finished(b)  # checkpoint_best.pth missing
+    (b.fold_dir / "checkpoint_best.pth").write_bytes(b"")
+    assert runner.run_is_finished(b) and runner.run_is_finished(f)
+
+
+def test_a_retrained_model_unfinishes_its_cells(fake_dataset, tmp_path):
+    spec = BenchmarkSpec(trainers=("nnUNetTrainer",), datasets=("703",))
+    (p,) = runner.run_paths(spec, tmp_path)
+    fake_finished(p, spec, 0.0)
+    assert runner.run_is_finished(p)
+    record = json.loads((p.fold_dir / runner.TRAINING_RECORD).read_text())
+    (p.fold_dir / runner.TRAINING_RECORD).write_text(json.dumps({**record, "finished": "later"}))
+    assert not runner.run_is_finished(p)  # e.g. retrained by a --checkpoint best --overwrite run
+
+
+def test_report_only_names_missing_cells_and_run_cell_checks_the_index(fake_dataset, tmp_path):
+    spec = BenchmarkSpec(trainers=("NRDiceTrainer",), datasets=("703",), metrics=("Dice",))
+    with pytest.raises(FileNotFoundError, match=r"no finished cell of this spec .*\(0 of 2\); run the cells first"):
+        runner.report_only(spec, tmp_path)
+    base, other = runner.run_paths(spec, tmp_path)
+    fake_finished(base, spec, 0.0)
+    outcome = runner.report_only(spec, tmp_path)
+    assert outcome.missing == [other.label] and outcome.statuses == {base.label: "finished", other.label: "missing"}
+    md = outcome.report.report_md.read_text()
+    assert f"- **Incomplete**: 1 of 2 cells not finished and left out: `{other.label}`." in md
+    manifest = json.loads(outcome.manifest.read_text())
+    assert manifest["missing"] == [other.label] and manifest["runs"][base.label]["status"] == "done"
+    with pytest.raises(ValueError, match=r"--cell 2 is out of range: the spec has 2 cell\(s\), 0-1; list them"):
+        runner.run_cell(spec, tmp_path, 2)
+    with pytest.raises(ValueError, match="out of range"):
+        runner.run_cell(spec, tmp_path, -1)
+    assert runner.run_cell(spec, tmp_path, 0).status == "skipped (finished)"  # the in-process code path

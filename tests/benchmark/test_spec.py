@@ -103,3 +103,35 @@ def test_parse_fold():
     assert parse_fold("3") == 3
     with pytest.raises(ValueError, match="got '1.5'"):
         parse_fold("1.5")
+
+
+def test_seeds_default_to_seed_and_order_cells_per_seed():
+    assert make(seed=3).seeds == (3,) and not make(seed=3).multi_seed
+    spec = make(seeds=[2, 0], folds=[0, 1])
+    assert (spec.seed, spec.seeds, spec.multi_seed) == (2, (2, 0), True)
+    cells = [(r.fold, r.seed, r.trainer) for r in spec.runs()]
+    assert cells[:4] == [
+        (0, 2, "nnUNetTrainer"),
+        (0, 2, "NRDiceTrainer"),
+        (0, 0, "nnUNetTrainer"),
+        (0, 0, "NRDiceTrainer"),
+    ]
+    assert len(cells) == 8 and {r.checkpoint for r in spec.runs()} == {"final"}
+    assert BenchmarkSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert {r.checkpoint for r in make(checkpoint="best").runs()} == {"best"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": [0, 1, 0]}, r"seeds lists \[0\] more than once; give each seed once"),
+        ({"seeds": [-1]}, r"seeds must be an integer >= 0, got -1; give seeds as whole numbers"),
+        ({"seeds": ["a"]}, r"got 'a'"),
+        ({"seeds": [1.5]}, r"got 1.5"),
+        ({"seed": 4, "seeds": [1, 2]}, r"seed 4 and seeds \[1, 2\] disagree; give only one of them"),
+        ({"checkpoint": "bset"}, r"checkpoint must be one of \('final', 'best'\), got 'bset'; did you mean 'best'\?"),
+    ],
+)
+def test_bad_seeds_and_checkpoint(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make(**kwargs)
