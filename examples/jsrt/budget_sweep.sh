@@ -10,7 +10,8 @@
 #   j1        the published J1 masks (biased outward drift), clean validation cases;
 # and the clean-label oracle. Every cell is trained once and predicted with checkpoint_final and checkpoint_best;
 # test Dice is always against the 75 clean test masks. Budgets: steps = epochs x 20 iterations (1k, 3k, 8k); the
-# 8k rows run with 2 seeds. Everything is resumable: rerun the same command after an interruption.
+# 8k rows run with 2 seeds. Layout: WORK/<setting>_<steps>/{final,best}/ (benchmark outputs of the two
+# checkpoints) sharing WORK/<setting>_<steps>/nnUNet_results (one trained model per cell). Everything is resumable: rerun the same command after an interruption.
 # Environment overrides: TRAINERS, BUDGETS ("1000 3000 8000"), LONG_SEEDS ("0 1"), SETTINGS ("j3 j3_nv j1"),
 # DEVICE (cpu), EXTRA (extra benchmark flags). At the end it writes WORK_DIR/budget_report.md and figures
 # (examples/jsrt/report_budget.py). On 2 CPU cores an 8k-step run takes ~50 min; a full sweep takes days on CPU:
@@ -53,7 +54,7 @@ bench() { # out dataset steps seeds trainers...
   local epochs=$((steps / ITERS))
   for checkpoint in final best; do
     # shellcheck disable=SC2086
-    nnunet-ext benchmark -o "$out" -d "$dataset" -c 2d_cpu -tr "$@" --epochs "$epochs" \
+    nnunet-ext benchmark -o "$out/$checkpoint" -d "$dataset" -c 2d_cpu -tr "$@" --epochs "$epochs" \
       --iterations-per-epoch "$ITERS" --val-iterations-per-epoch 5 --skip-final-validation --seeds $seeds \
       --checkpoint "$checkpoint" -device "$DEVICE" --results-dir "$out/nnUNet_results" --no-progress ${EXTRA:-}
   done

@@ -1,7 +1,7 @@
 """Report of the JSRT budget study (``budget_sweep.sh``): test Dice per trainer, budget, checkpoint and label setting.
 
-Reads every ``<setting>_<steps>/results.csv`` and ``oracle<id>_<steps>/results.csv`` under the work folder (the
-``nnunet-ext benchmark`` outputs the sweep writes) and writes:
+Reads every ``<setting>_<steps>/{final,best}/results.csv`` and ``oracle<id>_<steps>/{final,best}/results.csv`` under
+the work folder (the ``nnunet-ext benchmark`` outputs the sweep writes, one per checkpoint) and writes:
 
 - a markdown table: per setting, budget, checkpoint (``final`` / ``best``) and trainer, the mean clean-test Dice
   (mean over seeds of the per-seed mean; ``sd seeds``: the seed-to-seed sd of the mean Dice), the paired t-test and
@@ -36,16 +36,16 @@ ORACLE_OF = {"j3": "oracle832", "j3_nv": "oracle832", "j1": "oracle836"}
 def read_cells(work: Path) -> dict:
     """``{(setting, steps, checkpoint, trainer): {seed: {case: Dice}}}`` from every results.csv under ``work``."""
     cells: dict = defaultdict(lambda: defaultdict(dict))
-    for results in sorted(work.glob("*/results.csv")):
-        match = RUN_DIR.match(results.parent.name)
-        if not match:
+    for results in sorted(work.glob("*/*/results.csv")):
+        match = RUN_DIR.match(results.parent.parent.name)
+        if not match or results.parent.name not in ("final", "best"):
             continue
         with open(results, newline="") as f:
             for row in csv.DictReader(f):
                 key = (
                     match["setting"],
                     int(match["steps"]),
-                    row.get("checkpoint") or "final",
+                    row.get("checkpoint") or results.parent.name,
                     row["trainer"],
                 )
                 cells[key][int(row.get("seed") or 0)][row["case"]] = float(row["Dice"])

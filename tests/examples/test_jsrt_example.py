@@ -148,9 +148,9 @@ def test_budget_report_means_over_seeds(tmp_path):
     header = "dataset,configuration,trainer,fold,case,Dice,seed,checkpoint\n"
 
     def write(folder: str, rows: list[tuple[str, int, str, float]]) -> None:
-        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "final").mkdir(parents=True)
         lines = [f"D,2d_cpu,{t},0,{c},{d + 0.001 * i},{s},{k}" for t, s, k, d in rows for i, c in enumerate(cases)]
-        (tmp_path / folder / "results.csv").write_text(header + "\n".join(lines) + "\n")
+        (tmp_path / folder / "final" / "results.csv").write_text(header + "\n".join(lines) + "\n")
 
     write(
         "j3_nv_8000",
