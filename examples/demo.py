@@ -13,21 +13,29 @@ Steps (each skipped when its output exists, so re-running resumes):
    result. The NR-Dice trainers are often in that state after this budget (README, "NR-Dice on short budgets").
 
 The budget is far from the paper's (1000 epochs x 250 iterations; here 30 x 25 with a narrow network): the numbers
-show the pipeline, not the methods' merit. With ``--quick`` everything is smaller still (a smoke run, ~2 minutes).
+show the pipeline, not the methods' merit. With ``--quick`` everything is smaller still (a smoke run, ~2 minutes);
+``--epochs`` / ``--iterations`` override the budget of either setting.
+
+The console shows stage lines, the benchmark's progress bar, the table and the paths of the outputs (under 60 lines);
+nnU-Net's own output (planner dictionaries, preprocessing, training logs, warnings) goes to one log file,
+``<work dir>/nnunet_output.log`` unless ``--log-file`` names another, whose path is printed first.
 
 Usage::
 
-    python examples/demo.py --work-dir demo_work [--quick] [--seed 0]
+    python examples/demo.py --work-dir demo_work [--quick] [--seed 0] [--epochs N] [--iterations N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -61,7 +69,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", required=True, help="folder for the nnU-Net folders and all outputs")
     parser.add_argument("--quick", action="store_true", help="smaller data and budget (smoke run)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the noise and the training (0)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="training epochs per trainer (default: 30, or 2 with --quick)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="training iterations per epoch (default: 25, or 5 with --quick)"
+    )
+    parser.add_argument(
+        "--log-file", default=None, help="where nnU-Net's output goes (default: <work dir>/nnunet_output.log)"
+    )
+    args = parser.parse_args(argv)
+    for flag in ("epochs", "iterations"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    return args
 
 
 def setup_environment(work: Path) -> None:
@@ -152,11 +173,53 @@ def step(message: str) -> float:
     return time.perf_counter()
 
 
+@contextlib.contextmanager
+def output_to(log_file: Path, stderr: bool = True) -> Iterator[None]:
+    """Send this process's stdout (and stderr unless ``stderr=False``) to ``log_file``, at the file-descriptor level
+    too, so that nnU-Net's worker processes and C extensions land there as well; warnings (``warnings`` and handler-less
+    ``logging``) always go to the log.
+
+    ``stderr=False`` keeps the console's stderr for the benchmark's progress bar.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(log_file, "a", buffering=1) as log:
+        fds = (1, 2) if stderr else (1,)
+        saved = {fd: os.dup(fd) for fd in fds}
+        show, last_resort = warnings.showwarning, logging.lastResort
+
+        def to_log(message, category, filename, lineno, file=None, line=None):
+            log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        try:
+            for fd in fds:
+                os.dup2(log.fileno(), fd)
+            warnings.showwarning = to_log
+            logging.lastResort = logging.StreamHandler(log)  # logging without handlers: warnings and errors
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(contextlib.redirect_stdout(log))
+                if stderr:
+                    stack.enter_context(contextlib.redirect_stderr(log))
+                yield
+        finally:
+            warnings.showwarning, logging.lastResort = show, last_resort
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log.flush()
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = SETTINGS["quick" if args.quick else "full"]
+    cfg = dict(SETTINGS["quick" if args.quick else "full"])
+    cfg.update({k: v for k, v in (("epochs", args.epochs), ("iterations", args.iterations)) if v is not None})
     work = Path(args.work_dir).resolve()
     setup_environment(work)
+    log_file = Path(args.log_file).resolve() if args.log_file else work / "nnunet_output.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    print(f"nnU-Net's output (planning, preprocessing, training logs, warnings) goes to {log_file}", flush=True)
     start_all = time.perf_counter()
 
     from nnunet_ext.benchmark.datasets import plan_and_preprocess, shrink_plans
@@ -173,21 +236,23 @@ def main(argv: list[str] | None = None) -> int:
         f"1/4 clean dataset {clean.name}: {cfg['num_train']} training + {cfg['num_test']} test volumes {cfg['shape']}"
     )
     if not (clean / "dataset.json").is_file():
-        make_lesion_dataset(
-            raw,
-            CLEAN_ID,
-            "DemoClean",
-            num_train=cfg["num_train"],
-            num_test=cfg["num_test"],
-            shape=cfg["shape"],
-            spacing=(2.5, 0.8, 0.8),
-            seed=args.seed,
-        )
+        with output_to(log_file):
+            make_lesion_dataset(
+                raw,
+                CLEAN_ID,
+                "DemoClean",
+                num_train=cfg["num_train"],
+                num_test=cfg["num_test"],
+                shape=cfg["shape"],
+                spacing=(2.5, 0.8, 0.8),
+                seed=args.seed,
+            )
     print(f"   {time.perf_counter() - t:.0f} s")
 
     t = step(f"2/4 moderate label noise -> {noisy.name}")
     if not (noisy / "dataset.json").is_file():
-        manifest = simulate_noisy_dataset(clean, noisy, "moderate", args.seed)
+        with output_to(log_file):
+            manifest = simulate_noisy_dataset(clean, noisy, "moderate", args.seed)
         print(f"   mean Dice of the noisy vs clean training labels: {manifest['mean_dice']:.3f}")
     else:
         print("   exists, reused")
@@ -196,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     t = step("3/4 nnU-Net planning and 2d preprocessing of the noisy dataset (CPU-sized network)")
     marker = work / "nnUNet_preprocessed" / noisy.name / ".demo_plans_ready"
     if not marker.is_file():
-        plan_and_preprocess(NOISY_ID, ("2d",))
-        shrink_plans(NOISY_ID, "2d", batch_size=8, feature_divisor=4, max_features=32)
+        with output_to(log_file):  # the planner prints its dictionaries; preprocessing workers print per case
+            plan_and_preprocess(NOISY_ID, ("2d",))
+            shrink_plans(NOISY_ID, "2d", batch_size=8, feature_divisor=4, max_features=32)
         marker.write_text("planned, preprocessed and shrunk by examples/demo.py\n")
     else:
         print("   exists, reused")
@@ -226,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     for trainer, block in OVERRIDES.items():
         print(f"   {trainer}: plans nnunet_ext overrides {block}")
     bench = work / "benchmark"
-    outcome = run_benchmark(spec, bench)
+    with output_to(log_file, stderr=False):  # the progress bar stays on the console's stderr
+        outcome = run_benchmark(spec, bench, verbose=True)
     for label, status in outcome.statuses.items():
         print(f"   {label}: {status}")
     print(f"   {time.perf_counter() - t:.0f} s")
@@ -250,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per case:  {report.results_csv}")
     print(f"box plot:  {', '.join(str(p) for p in report.box_plots)}")
     print(f"manifest:  {outcome.manifest}")
-    print(f"models:    {work / 'benchmark' / 'nnUNet_results' / noisy.name}")
+    print(f"models:    {work / 'benchmark' / 'nnUNet_results' / noisy.name} (progress.png per fold)")
+    print(f"nnU-Net:   {log_file}")
     print(f"total time {time.perf_counter() - start_all:.0f} s")
     return 0
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from nnunet_ext._io import write_json_atomic
+from nnunet_ext.cli._common import dataset_name
 
 ARCH_CHOICES = ("coplenet", "dilated_unet")
 
@@ -57,22 +57,25 @@ def _arch_kwargs(args: argparse.Namespace) -> dict:
         try:
             kwargs = json.loads(args.arch_kwargs)
         except json.JSONDecodeError as err:
-            raise ValueError(f"--arch-kwargs is not valid JSON ({err}): {args.arch_kwargs!r}") from err
+            raise ValueError(
+                f"--arch-kwargs is not valid JSON ({err}): {args.arch_kwargs!r}; quote it as one shell word, e.g. "
+                "'{\"aspp\": false}'"
+            ) from err
         if not isinstance(kwargs, dict):
-            raise ValueError(f"--arch-kwargs must be a JSON object, got {args.arch_kwargs!r}.")
+            raise ValueError(f'--arch-kwargs must be a JSON object, got {args.arch_kwargs!r}; write {{"key": value}}')
     if args.no_deep_supervision_heads:
         if kwargs.get("deep_supervision_heads", False):
-            raise ValueError("--no-deep-supervision-heads contradicts deep_supervision_heads=true in --arch-kwargs.")
+            raise ValueError(
+                "--no-deep-supervision-heads contradicts deep_supervision_heads=true in --arch-kwargs; drop one of them"
+            )
         kwargs["deep_supervision_heads"] = False
     return kwargs
 
 
 def plans_file(dataset: str, plans: str) -> str:
     """``$nnUNet_preprocessed/<DatasetXXX_Name>/<plans>.json`` for a dataset name or ID."""
-    from nnunetv2.paths import nnUNet_preprocessed
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    folder = os.path.join(os.fspath(nnUNet_preprocessed), maybe_convert_to_dataset_name(dataset))
+    name = dataset_name(dataset, "-d", need="preprocessed")
+    folder = os.path.join(os.environ["nnUNet_preprocessed"], name)
     path = os.path.join(folder, f"{plans}.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -83,27 +86,23 @@ def plans_file(dataset: str, plans: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    path = plans_file(args.dataset, args.plans)  # before the network modules (and torch) load
     from nnunet_ext.architectures.plans import add_configuration, default_configuration_name, get_spec
 
-    try:
-        spec = get_spec(args.arch)
-        base = args.base or spec.default_base
-        name = args.name or default_configuration_name(base, args.arch)
-        path = plans_file(args.dataset, args.plans)
-        with open(path) as f:
-            plans = json.load(f)
-        new_plans = add_configuration(
-            plans,
-            base=base,
-            arch=args.arch,
-            name=name,
-            arch_kwargs=_arch_kwargs(args),
-            patch_size=args.patch_size,
-            overwrite=args.overwrite,
-        )
-    except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as err:
-        print(f"nnunet-ext add-config: error: {err}", file=sys.stderr)
-        return 2
+    spec = get_spec(args.arch)
+    base = args.base or spec.default_base
+    name = args.name or default_configuration_name(base, args.arch)
+    with open(path) as f:
+        plans = json.load(f)
+    new_plans = add_configuration(
+        plans,
+        base=base,
+        arch=args.arch,
+        name=name,
+        arch_kwargs=_arch_kwargs(args),
+        patch_size=args.patch_size,
+        overwrite=args.overwrite,
+    )
 
     block = new_plans["configurations"][name]
     existed = name in plans["configurations"]

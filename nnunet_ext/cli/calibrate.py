@@ -16,9 +16,8 @@ Thin wrapper over :func:`nnunet_ext.correction.calibrate.calibrate_fold`.
 from __future__ import annotations
 
 import argparse
-import sys
 
-DEVICES = ("cuda", "cpu", "mps")
+from nnunet_ext.cli._common import add_device_argument, dataset_name, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", nargs="+", default=["0"], help="folds to calibrate (default: 0)")
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default: checkpoint_final.pth)")
-    parser.add_argument("-device", choices=DEVICES, default="cuda", help="cuda (default), cpu or mps")
+    add_device_argument(parser)
 
 
 def _fold(value: str) -> int | str:
@@ -37,7 +36,7 @@ def _fold(value: str) -> int | str:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"-f takes fold numbers, got {value!r}") from None
+        raise ValueError(f"-f takes fold numbers or 'all', got {value!r}; e.g. -f 0 1") from None
 
 
 def _table(content: dict) -> list[str]:
@@ -58,18 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from nnunet_ext.cli.predict import ensure_trainer_lookup
     from nnunet_ext.correction.calibrate import calibrate_fold, offset_file
 
-    try:
-        folds = [_fold(f) for f in args.f]
-    except ValueError as err:
-        print(f"nnunet-ext calibrate: error: {err}", file=sys.stderr)
-        return 2
+    folds = [_fold(f) for f in args.f]
+    name = dataset_name(args.d, "-d")
+    device = resolve_device(args.device).type
     ensure_trainer_lookup()
     for fold in folds:
-        try:
-            content = calibrate_fold(args.d, args.c, args.tr, fold, args.p, args.chk, args.device)
-        except (ValueError, FileNotFoundError, NotImplementedError) as err:
-            print(f"nnunet-ext calibrate: error: {err}", file=sys.stderr)
-            return 2
+        # user errors (ValueError, FileNotFoundError, NotImplementedError) name the fix; main prints them
+        content = calibrate_fold(name, args.c, args.tr, fold, args.p, args.chk, device)
         from nnunetv2.utilities.file_path_utilities import get_output_folder
 
         path = offset_file(get_output_folder(content["dataset"], args.tr, args.p, args.c), fold)

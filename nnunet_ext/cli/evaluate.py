@@ -79,9 +79,26 @@ def describe_sizes(summary: dict[str, Any]) -> str:
     return f"3-D data: volumes in mm³, size groups by reference volume: {groups}"
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Refuse missing folders and files before any work, naming the flag (user errors: FileNotFoundError)."""
+    import os
+
+    for flag, folder, what in (
+        ("-ref", args.ref, "the folder of reference label maps (the clean labels, e.g. labelsTs)"),
+        ("-pred", args.pred, "the folder of predicted label maps (nnunet-ext predict -o)"),
+    ):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{flag} {folder} is not a folder; give {what}")
+    if args.djfile is not None and not os.path.isfile(args.djfile):
+        raise FileNotFoundError(f"-djfile {args.djfile} is not a file; give the dataset's dataset.json or omit -djfile")
+    if args.num_processes is not None and args.num_processes < 0:
+        raise ValueError(f"-np must be >= 0, got {args.num_processes}; 0 or 1 evaluate in this process")
+
+
 def run(args: argparse.Namespace) -> int:
     from nnunet_ext.evaluation.evaluate import evaluate_folders
 
+    check_inputs(args)
     summary = evaluate_folders(
         args.ref,
         args.pred,

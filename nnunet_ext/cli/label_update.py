@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from nnunet_ext.cli._common import add_deprecated_alias, dataset_name
 from nnunet_ext.cli.benchmark import add_budget_arguments
 
 
@@ -23,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", dest="configuration", default="2d", help="configuration (default: 2d)")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument(
-        "--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="ensemble folds (default: 0 1 2 3 4)"
+        "-f", dest="folds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="ensemble folds (default: 0 1 2 3 4)"
     )
+    add_deprecated_alias(parser, "--folds", "folds", type=int, nargs="+")  # before nnU-Net's -f spelling
     add_budget_arguments(parser)
     parser.add_argument("--retrain", action="store_true", help="preprocess the new dataset and train on it")
     parser.add_argument("--retrain-trainer", default=None, help="trainer of the retraining (default: -tr)")
@@ -33,14 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunet_ext.benchmark.datasets import dataset_name
     from nnunet_ext.benchmark.label_update import label_update, target_folder
     from nnunet_ext.benchmark.spec import TrainingBudget, parse_fold
 
+    source = dataset_name(args.dataset, "-d", need="preprocessed")
     budget = TrainingBudget(args.epochs, args.iterations_per_epoch, args.val_iterations_per_epoch)
     retrain_folds = [parse_fold(f) for f in args.retrain_folds]
     if args.dry_run:
-        source = dataset_name(args.dataset)
         ensemble = f"{args.trainer} {args.configuration} folds {args.folds}"
         print(f"source {source}; ensemble: {ensemble}; budget {budget.as_dict()}")
         print(f"new dataset: {target_folder(args.out_id, source, args.out_name)}")

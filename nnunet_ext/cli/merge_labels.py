@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 GEOMETRY_ATOL = 1e-4
@@ -50,7 +49,7 @@ def _file_ending(folder: Path, given: str | None) -> str:
 
 def _cases(folder: Path, ending: str) -> dict[str, Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"folder {folder} does not exist")
+        raise FileNotFoundError(f"folder {folder} does not exist; check the path")
     return {p.name[: -len(ending)]: p for p in sorted(folder.iterdir()) if p.is_file() and p.name.endswith(ending)}
 
 
@@ -74,7 +73,10 @@ def _check_geometry(case: str, a, b) -> None:
     )
     for name, va, vb in checks:
         if len(va) != len(vb) or not np.allclose(va, vb, rtol=0, atol=GEOMETRY_ATOL):
-            raise ValueError(f"case {case!r}: {name} differs between A {tuple(va)} and B {tuple(vb)}")
+            raise ValueError(
+                f"case {case!r}: {name} differs between A {tuple(va)} and B {tuple(vb)}; merge predictions of the "
+                "same images (resample B onto A's grid first)"
+            )
 
 
 def merge_folders(
@@ -92,19 +94,22 @@ def merge_folders(
         ValueError: the folders hold different cases, a geometry differs, label values do not fit the convention,
             or an output exists without ``overwrite``.
     """
+    a, b, out = Path(a), Path(b), Path(out)
+    ending = _file_ending(a, file_ending)
+    cases_a, cases_b = _cases(a, ending), _cases(b, ending)
     import numpy as np
     import SimpleITK as sitk
 
     from nnunet_ext.inference import merge_two_pass
 
-    a, b, out = Path(a), Path(b), Path(out)
-    ending = _file_ending(a, file_ending)
-    cases_a, cases_b = _cases(a, ending), _cases(b, ending)
     if not cases_a:
-        raise FileNotFoundError(f"no '*{ending}' label maps in A = {a} (set --file-ending?)")
+        raise FileNotFoundError(f"no '*{ending}' label maps in A = {a}; check the folder or set --file-ending")
     only_a, only_b = sorted(set(cases_a) - set(cases_b)), sorted(set(cases_b) - set(cases_a))
     if only_a or only_b:
-        raise ValueError(f"A and B must hold the same cases; missing in B: {only_a}, missing in A: {only_b}")
+        raise ValueError(
+            f"A and B hold different cases (missing in B: {only_a}, missing in A: {only_b}); give two folders with "
+            "the same case files"
+        )
     targets = {c: out / f"{c}{ending}" for c in cases_a}
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not overwrite:
@@ -137,10 +142,6 @@ def merge_folders(
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cases = merge_folders(args.a, args.b, args.out, args.convention, args.file_ending, args.overwrite)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"nnunet-ext merge-labels: error: {err}", file=sys.stderr)
-        return 2
+    cases = merge_folders(args.a, args.b, args.out, args.convention, args.file_ending, args.overwrite)
     print(f"Merged {len(cases)} case(s) into {args.out} ({args.convention} labels).")
     return 0

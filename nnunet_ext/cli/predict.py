@@ -18,9 +18,11 @@ import argparse
 import json
 import math
 import os
-import sys
 
-DEVICES = ("cuda", "cpu", "mps")
+from nnunet_ext.cli._common import add_device_argument, dataset_name, resolve_device
+
+# nnunet_ext.inference.TTA_MODES, spelled out so that parsing and refusing bad input need no torch (a test pins it)
+TTA_MODES = ("mirror", "rot90", "none")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -29,8 +31,6 @@ def _env_int(name: str, default: int) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunet_ext.inference import TTA_MODES
-
     parser.add_argument("-i", required=True, help="input folder (channels as _0000, _0001, ... like the training data)")
     parser.add_argument("-o", required=True, help="output folder (created if missing)")
     parser.add_argument("-d", required=True, help="dataset name or ID")
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-prev_stage_predictions", default=None, help="previous-stage predictions (cascade only)")
     parser.add_argument("-num_parts", type=int, default=1, help="split the cases into this many parts (default: 1)")
     parser.add_argument("-part_id", type=int, default=0, help="which part this call predicts (0 .. num_parts - 1)")
-    parser.add_argument("-device", choices=DEVICES, default="cuda", help="cuda (default), cpu or mps")
+    add_device_argument(parser)
     parser.add_argument("--disable_progress_bar", action="store_true", help="no tqdm progress bar")
     parser.add_argument(
         "--not_on_device", action="store_true", help="keep the full-image logits in CPU memory (large cases)"
@@ -113,7 +113,7 @@ def _folds(values: list[str]) -> list[int | str]:
         try:
             folds.append(int(v))
         except ValueError:
-            raise ValueError(f"-f takes fold numbers or 'all', got {v!r}") from None
+            raise ValueError(f"-f takes fold numbers or 'all', got {v!r}; e.g. -f 0 1 2 3 4 or -f all") from None
     return folds
 
 
@@ -170,24 +170,31 @@ def _boundary_offsets(args: argparse.Namespace, predictor, model_folder: str, fo
 
 def _build_predictor(args: argparse.Namespace):
     """Validate the arguments and return ``(predictor, manifest)``; user errors raise ValueError/FileNotFoundError."""
-    import torch
+    tta = resolve_tta(args.tta, args.disable_tta)
+    folds = _folds(args.f)
+    parse_boundary_offset(args.boundary_offset)  # refuse a bad value before loading the model
+    if not 0 <= args.part_id < args.num_parts:
+        raise ValueError(
+            f"-part_id must be in 0 .. num_parts - 1 = {args.num_parts - 1}, got {args.part_id}; pass -part_id from 0 "
+            f"to {args.num_parts - 1}"
+        )
+    if args.npp == 0 and args.nps == 0 and args.num_parts > 1:
+        raise ValueError(
+            "-num_parts > 1 needs multiprocessing (nnU-Net's sequential mode, -npp 0 -nps 0, ignores it); set -npp and "
+            "-nps > 0 or drop -num_parts"
+        )
+    if not os.path.isdir(args.i):
+        raise FileNotFoundError(f"input folder -i {args.i} does not exist; check the path")
+
+    dataset = dataset_name(args.d, "-d", need="results")
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
     import nnunet_ext
     from nnunet_ext.inference import Rot90Predictor
 
-    tta = resolve_tta(args.tta, args.disable_tta)
-    folds = _folds(args.f)
-    parse_boundary_offset(args.boundary_offset)  # refuse a bad value before loading the model
-    if not 0 <= args.part_id < args.num_parts:
-        raise ValueError(f"-part_id must be in 0 .. num_parts - 1 = {args.num_parts - 1}, got {args.part_id}")
-    if args.npp == 0 and args.nps == 0 and args.num_parts > 1:
-        raise ValueError("-num_parts > 1 needs multiprocessing (nnU-Net's sequential mode, -npp 0 -nps 0, ignores it)")
-    if not os.path.isdir(args.i):
-        raise FileNotFoundError(f"input folder -i {args.i} does not exist")
-
+    device = resolve_device(args.device)
     ensure_trainer_lookup()
-    model_folder = get_output_folder(args.d, args.tr, args.p, args.c)
+    model_folder = get_output_folder(dataset, args.tr, args.p, args.c)
     if not os.path.isdir(model_folder):
         raise FileNotFoundError(
             f"no trained model at {model_folder}; check -d, -tr, -p, -c and $nnUNet_results "
@@ -198,7 +205,7 @@ def _build_predictor(args: argparse.Namespace):
         tile_step_size=args.step_size,
         use_gaussian=True,
         perform_everything_on_device=not args.not_on_device,
-        device=torch.device(args.device),
+        device=device,
         verbose=args.verbose,
         verbose_preprocessing=args.verbose,
         allow_tqdm=not args.disable_progress_bar,
@@ -225,11 +232,7 @@ def _build_predictor(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        predictor, manifest = _build_predictor(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"nnunet-ext predict: error: {err}", file=sys.stderr)
-        return 2
+    predictor, manifest = _build_predictor(args)  # user errors: ValueError / FileNotFoundError (main prints them)
     os.makedirs(args.o, exist_ok=True)
     with open(os.path.join(args.o, "nnunet_ext_predict.json"), "w") as f:
         json.dump(manifest, f, indent=2)

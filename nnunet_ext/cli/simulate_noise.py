@@ -14,6 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
+from nnunet_ext.cli._common import dataset_name
 from nnunet_ext.noise.levels import LEVELS, PUBLISHED_LEVELS, MarkovNoise
 
 _LEVEL_HELP = (
@@ -52,22 +53,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _raw_root() -> Path:
     raw = os.environ.get("nnUNet_raw")
     if not raw:
-        raise RuntimeError("nnUNet_raw is not set; export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's docs).")
+        raise ValueError("nnUNet_raw is not set; export nnUNet_raw=/path/to/nnUNet_raw (see nnU-Net's docs)")
     return Path(raw)
 
 
 def markov_level(values: list[float]) -> MarkovNoise:
     """The :class:`MarkovNoise` named ``markov`` of ``--markov T THETA1 THETA2 THETA3``."""
     steps, theta1, theta2, theta3 = values
+    fix = "e.g. --markov 180 0.8 0.05 0.2 (T >= 1 steps, probabilities in [0, 1])"
     if not float(steps).is_integer():
-        raise ValueError(f"--markov T must be a whole number of steps, got {steps}.")
-    return MarkovNoise("markov", int(steps), theta1, theta2, theta3)
+        raise ValueError(f"--markov T must be a whole number of steps, got {steps}; {fix}")
+    try:
+        return MarkovNoise("markov", int(steps), theta1, theta2, theta3)
+    except ValueError as err:
+        raise ValueError(f"--markov {' '.join(f'{v:g}' for v in values)}: {str(err).rstrip('.')}; {fix}") from None
 
 
 def target_name(source_name: str, out_id: int, out_name: str | None, level: str) -> str:
     """``Dataset{out_id:03d}_{name}``; the default name is the source's plus ``Noisy<Level>``."""
     if not 0 <= out_id <= 999:
-        raise ValueError(f"--out-id must be in 0..999 (nnU-Net uses three digits), got {out_id}.")
+        raise ValueError(f"--out-id must be in 0..999 (nnU-Net uses three digits), got {out_id}; choose a free id")
     if out_name is None:
         base = source_name.split("_", 1)[1] if source_name.startswith("Dataset") and "_" in source_name else source_name
         out_name = f"{base}Noisy{level.capitalize()}"
@@ -75,20 +80,20 @@ def target_name(source_name: str, out_id: int, out_name: str | None, level: str)
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets, maybe_convert_to_dataset_name
+    from nnunetv2.utilities.dataset_name_id_conversion import find_candidate_datasets
 
     from nnunet_ext.noise.simulate import simulate_noisy_dataset
 
     level = args.level if args.markov is None else markov_level(args.markov)
     level_name = level if isinstance(level, str) else level.name
     raw = _raw_root()
-    source = maybe_convert_to_dataset_name(args.dataset)
+    source = dataset_name(args.dataset, "-d", need="raw")
     target = target_name(source, args.out_id, args.out_name, level_name)
     taken = [str(c) for c in find_candidate_datasets(args.out_id) if str(c) != target]
     if taken:
-        raise ValueError(f"dataset id {args.out_id} is already used by {taken}; choose another --out-id.")
+        raise ValueError(f"dataset id {args.out_id} is already used by {taken}; choose another --out-id")
     if source == target:
-        raise ValueError(f"target {target} equals the source; choose another --out-id.")
+        raise ValueError(f"target {target} equals the source; choose another --out-id")
     manifest = simulate_noisy_dataset(
         raw / source,
         raw / target,

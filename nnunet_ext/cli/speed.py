@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_ext.benchmark.spec import DEVICES
+from nnunet_ext.cli._common import add_deprecated_alias, add_device_argument, dataset_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per trainer (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per trainer first (default: 3)")
-    parser.add_argument("-device", "--device", dest="device", choices=DEVICES, default="auto", help="default: auto")
+    add_device_argument(parser, old_spelling=True)
     parser.add_argument("--seed", type=int, default=0, help="seed before each trainer and the batches (default: 0)")
     parser.add_argument("-f", dest="fold", type=int, default=0, help="fold feeding the data loader (default: 0)")
     parser.add_argument("--inference", action="store_true", help="also time prediction of the test images per case")
     parser.add_argument("--test-images", default=None, help="test images (default: the dataset's imagesTs)")
-    parser.add_argument("--disable-tta", action="store_true", help="time inference without mirroring")
+    parser.add_argument("--disable_tta", action="store_true", help="time inference without mirroring")
+    add_deprecated_alias(parser, "--disable-tta", "disable_tta", action="store_true")
     parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -50,26 +51,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="show nnU-Net's console output")
 
 
+def check_inputs(args: argparse.Namespace) -> None:
+    """Refuse bad flags before torch and the trainers load (user errors: ValueError / FileNotFoundError)."""
+    import os
+
+    if args.iterations < 1 or args.warmup < 0:
+        raise ValueError(
+            f"--iterations must be >= 1 and --warmup >= 0, got {args.iterations}, {args.warmup}; e.g. --iterations 20 "
+            "--warmup 3"
+        )
+    dataset_name(args.dataset, "-d", need="preprocessed")
+    if args.test_images is not None and not os.path.isdir(args.test_images):
+        raise FileNotFoundError(f"--test-images {args.test_images} is not a folder; give the folder of test images")
+    if args.clock == "cpu" and args.device not in ("cpu", "auto"):
+        raise ValueError(f"--clock cpu times CPU work only; use -device cpu or --clock wall (-device {args.device})")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_inputs(args)
     import json
     import os
-    import sys
     import tempfile
 
     import torch
 
-    from nnunet_ext.benchmark.runner import hardware, resolve_device, versions
+    from nnunet_ext.benchmark.runner import hardware, versions
     from nnunet_ext.benchmark.speed import floors, format_speed_table, parse_pairs, time_trainers
+    from nnunet_ext.cli._common import resolve_device
 
     pairs = parse_pairs(args.trainers, args.configuration)
     device = resolve_device(args.device)
     if args.clock == "cpu" and device.type != "cpu":
-        print(
-            f"nnunet-ext speed: error: --clock cpu times CPU work only; use -device cpu or --clock wall (device "
-            f"{device})",
-            file=sys.stderr,
-        )
-        return 2
+        raise ValueError(f"--clock cpu times CPU work only; use -device cpu or --clock wall (device {device})")
     with tempfile.TemporaryDirectory(prefix="nnunet_ext_speed_log_") as tmp:
         log_file = None if args.verbose else os.path.join(tmp, "nnunet_console.log")
         results = time_trainers(

@@ -20,6 +20,8 @@ import argparse
 import os
 import sys
 
+from nnunet_ext.cli._common import dataset_name
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", dest="dataset", required=True, help="dataset name or ID (as for nnUNetv2_train)")
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     if not (new_cases or args.list or args.clear or args.as_validation):
         raise ValueError("nothing to do; give case ids, --from-file FILE, --list, --clear or --as-validation")
 
-    name = tr.dataset_name(args.dataset)
+    name = dataset_name(args.dataset, "-d")
     path = tr.trusted_cases_file(name)  # also checks that nnUNet_preprocessed is set
     raw = os.environ.get("nnUNet_raw")
     if not path.parent.is_dir() and not (raw and os.path.isdir(os.path.join(raw, name))):
@@ -159,8 +161,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"nnunet-ext trust: error: {err}", file=sys.stderr)
-        return 2
+    return _run(args)  # user errors raise ValueError / OSError; main prints them (exit code 2)

@@ -143,4 +143,6 @@ def test_refusals(plans_path, capsys, extra, match):
 
 def test_unknown_dataset(plans_path, capsys):
     assert main(["add-config", "-d", "779", "--arch", "coplenet"]) == 2
-    assert "Could not find a dataset with the ID 779" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext add-config: error: dataset '779' not found in ") and "check -d" in err
+    assert err.count("\n") == 1  # one line, not nnU-Net's multi-line lookup message

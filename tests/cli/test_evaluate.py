@@ -66,8 +66,19 @@ def test_evaluate_cli_with_dataset_json_and_errors(folders, tmp_path, capsys):
     assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-djfile", str(dj), "-np", "1"]) == 0
     assert "\n2 " in capsys.readouterr().out  # label 2 of dataset.json is evaluated although absent
     (pred_dir / "c1.nii.gz").unlink()
-    with pytest.raises(ValueError, match="c1"):
-        main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1"])
+    capsys.readouterr()
+    assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext evaluate: error: 1 reference case(s)") and "c1" in err and "--chill" in err
+    missing = str(tmp_path / "nope")
+    for argv, flag in (
+        (["-ref", missing, "-pred", str(pred_dir)], "-ref"),
+        (["-ref", str(ref_dir), "-pred", missing], "-pred"),
+        (["-ref", str(ref_dir), "-pred", str(pred_dir), "-djfile", missing], "-djfile"),
+    ):
+        assert main(["evaluate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"nnunet-ext evaluate: error: {flag} {missing} is not a") and "; give " in err
     assert main(["evaluate", "-ref", str(ref_dir), "-pred", str(pred_dir), "-np", "1", "--chill"]) == 0
 
 

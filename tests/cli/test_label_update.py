@@ -32,9 +32,22 @@ def test_dry_run_names_the_new_dataset(tiny_bench, capsys):
     assert "folds [0, 1]" in printed
 
 
-def test_taken_id_is_refused(tiny_bench, tmp_path):
-    with pytest.raises(ValueError, match="is the source dataset itself"):
-        main(["label-update", "-d", "701", "--out-id", "701", "--out-name", "TinyBench", "-o", str(tmp_path)])
+def test_folds_take_nnunet_spelling(tiny_bench, capsys):
+    assert main(["label-update", "-d", "701", "--out-id", "702", "-o", "unused", "-f", "0", "2", "--dry-run"]) == 0
+    assert "folds [0, 2]" in capsys.readouterr().out  # --folds (above) stays accepted, hidden from -h
+
+
+def test_taken_id_is_refused(tiny_bench, tmp_path, capsys):
+    argv = ["label-update", "-d", "701", "--out-id", "701", "--out-name", "TinyBench", "-o", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext label-update: error: ") and "is the source dataset itself" in err
+
+
+def test_missing_source_is_refused(tiny_bench, tmp_path, capsys):
+    assert main(["label-update", "-d", "709", "--out-id", "710", "-o", str(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext label-update: error: dataset '709' not found in ") and "check -d" in err
 
 
 @pytest.mark.slow

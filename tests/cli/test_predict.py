@@ -51,9 +51,16 @@ def test_defaults_match_nnunet():
         ["0", "1", "2", "3", "4"],
         0.5,
         "checkpoint_final.pth",
-        "cuda",
+        "auto",  # the plugin's one device rule: CUDA if available (nnU-Net's default), else CPU
     )
+    assert predict_cli.resolve_device(args.device).type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert predict_cli.resolve_tta(args.tta, args.disable_tta) == "mirror"
+
+
+def test_tta_choices_are_the_predictors():
+    from nnunet_ext.inference import TTA_MODES
+
+    assert predict_cli.TTA_MODES == TTA_MODES
 
 
 def test_resolve_tta():
@@ -81,8 +88,16 @@ def test_user_errors_exit_2(tmp_path, capsys, monkeypatch):
     assert main([*base, "-f", "zero"]) == 2
     assert "'zero'" in capsys.readouterr().err
     assert main([*base, "-part_id", "2", "-num_parts", "2"]) == 2
+    assert "pass -part_id from 0 to 1" in capsys.readouterr().err
+    assert main([*base]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext predict: error: dataset Dataset999_None is not in nnUNet_results=")
+    assert "train it first" in err
+    (tmp_path / "results" / "Dataset999_None").mkdir(parents=True)
     assert main([*base]) == 2
     assert "no trained model at" in capsys.readouterr().err
+    assert main([*base, "-device", "cuda" if not torch.cuda.is_available() else "mps"]) == 2
+    assert "requested but" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*base, "--tta", "rot180"])
 

@@ -10,6 +10,16 @@ from nnunet_ext.cli.main import main
 from nnunet_ext.cli.simulate_noise import target_name
 
 
+def _refused(capsys, argv: list[str], *parts: str) -> str:
+    """``main(argv)`` exits 2 with one error line naming every part (the CLI's error convention)."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext simulate-noise: error: ") and "Traceback" not in err
+    assert all(part in err for part in parts), err
+    return err
+
+
 @pytest.fixture
 def raw_root(tmp_path, monkeypatch):
     root = tmp_path / "raw"
@@ -46,15 +56,14 @@ def test_simulate_noise_cli(raw_root, capsys):
     assert "mean noisy-vs-clean Dice" in out
     manifest = json.loads((raw_root / "Dataset502_SynthNoisyMild" / "noise_manifest.json").read_text())
     assert f"{manifest['mean_dice']:.4f}" in out
-    with pytest.raises(FileExistsError, match="overwrite"):
-        main(args)
+    _refused(capsys, args, "exists", "--overwrite")
     assert main([*args, "--overwrite"]) == 0
 
 
-def test_simulate_noise_cli_refuses_used_id(raw_root):
+def test_simulate_noise_cli_refuses_used_id(raw_root, capsys):
     (raw_root / "Dataset503_Other").mkdir()
-    with pytest.raises(ValueError, match="already used"):
-        main(["simulate-noise", "-d", "Dataset501_Synth", "--out-id", "503", "--level", "severe", "--seed", "1"])
+    argv = ["simulate-noise", "-d", "Dataset501_Synth", "--out-id", "503", "--level", "severe", "--seed", "1"]
+    _refused(capsys, argv, "already used", "choose another --out-id")
     assert (raw_root / "Dataset503_Other").is_dir()
 
 
@@ -65,10 +74,17 @@ def test_target_name():
         target_name("Dataset501_Synth", 1000, None, "mild")
 
 
-def test_missing_nnunet_raw(monkeypatch):
+def test_missing_nnunet_raw(monkeypatch, capsys):
     monkeypatch.delenv("nnUNet_raw", raising=False)
-    with pytest.raises(RuntimeError, match="nnUNet_raw"):
-        main(["simulate-noise", "-d", "Dataset501_Synth", "--out-id", "502", "--level", "mild", "--seed", "0"])
+    argv = ["simulate-noise", "-d", "Dataset501_Synth", "--out-id", "502", "--level", "mild", "--seed", "0"]
+    _refused(capsys, argv, "nnUNet_raw is not set", "export nnUNet_raw=")
+
+
+def test_missing_source_dataset(raw_root, capsys):
+    base = ["--out-id", "502", "--level", "mild", "--seed", "0"]
+    _refused(capsys, ["simulate-noise", "-d", "777", *base], "dataset '777' not found", "check -d")
+    _refused(capsys, ["simulate-noise", "-d", "Dataset777_X", *base], "Dataset777_X is not in nnUNet_raw=")
+    _refused(capsys, ["simulate-noise", "-d", "lesions", *base], "'lesions' is neither", "give an id")
 
 
 @pytest.fixture
@@ -125,10 +141,8 @@ def test_simulate_noise_cli_custom_markov(lung_raw_root, capsys):
         "random_flip_prob": 0.0,
     }
     assert manifest["mean_relative_change_per_label_or_region"]["1"] < 0
-    with pytest.raises(ValueError, match="whole number"):
-        main([*base, "--markov", "2.5", "0.8", "0.05", "0.2", "--dry-run"])
-    with pytest.raises(ValueError, match="expand_prob"):
-        main([*base, "--markov", "10", "1.8", "0.05", "0.2", "--dry-run"])
+    _refused(capsys, [*base, "--markov", "2.5", "0.8", "0.05", "0.2", "--dry-run"], "whole number", "e.g. --markov")
+    _refused(capsys, [*base, "--markov", "10", "1.8", "0.05", "0.2", "--dry-run"], "expand_prob", "e.g. --markov")
     with pytest.raises(SystemExit):  # --level and --markov exclude each other; one is required
         main([*base, "--level", "j1", "--markov", "10", "0.8", "0.05", "0.2"])
     with pytest.raises(SystemExit):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nnunet_ext.cli.main import main
+from nnunet_ext.cli.main import build_parser, main
 
 DATASET = "Dataset701_TinyBench"
 
@@ -30,7 +30,7 @@ def tiny_bench(nnunet_dirs):
 def test_speed_table(tiny_bench, tmp_path, capsys):
     out = tmp_path / "speed.json"
     argv = "speed -d 701 -c 2d -tr NRDiceAdaptiveMTTrainer NRDiceTrainer:2d_coplenet --iterations 2 --warmup 1"
-    argv = [*argv.split(), "-device", "cpu", "--inference", "--disable-tta", "--json", str(out)]
+    argv = [*argv.split(), "-device", "cpu", "--inference", "--disable_tta", "--json", str(out)]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("trainer:configuration"))
@@ -57,3 +57,25 @@ def test_speed_table(tiny_bench, tmp_path, capsys):
     assert coplenet["floor_base"] == "nnUNetTrainer:2d"  # no stock 2d_coplenet row: the reference stands in
     assert [len(r["inference_ms"]) for r in payload["results"]] == [2, 2, 2]  # 2 test cases
     assert payload["results"][0]["ratio"] == 1.0
+
+
+def test_flags_follow_nnunet_spelling_old_ones_hidden():
+    parser = build_parser("speed")
+    base = ["speed", "-d", "701", "-tr", "NRDiceTrainer"]
+    new = parser.parse_args([*base, "-device", "cpu", "--disable_tta"])
+    old = parser.parse_args([*base, "--device", "cpu", "--disable-tta"])
+    assert (new.device, new.disable_tta) == (old.device, old.disable_tta) == ("cpu", True)
+    default = parser.parse_args(base)
+    assert (default.device, default.disable_tta) == ("auto", False)
+    sub = next(a for a in parser._actions if a.dest == "command").choices["speed"]
+    shown = sub.format_help()
+    assert "-device" in shown and "--disable_tta" in shown
+    assert "--device" not in shown and "--disable-tta" not in shown
+
+
+def test_bad_input_is_refused_before_training(nnunet_dirs, capsys):
+    assert main(["speed", "-d", "799", "-tr", "NRDiceTrainer"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnunet-ext speed: error: dataset '799' not found in ") and "check -d" in err
+    assert main(["speed", "-d", "701", "-tr", "NRDiceTrainer", "--iterations", "0"]) == 2
+    assert "--iterations must be >= 1" in capsys.readouterr().err

@@ -212,9 +212,9 @@ def test_preprocessed_only_dataset(dirs, monkeypatch, capsys):
     ("argv", "match"),
     [
         ([], "nothing to do; give case ids"),
-        (["-d", "782", "x"], "Could not find a dataset with the ID 782"),
+        (["-d", "782", "x"], "dataset '782' not found in nnUNet_raw="),
         (["-d", "Dataset782_Nope", "--list"], "neither in nnUNet_preprocessed"),
-        (["-d", "abc", "x"], "is neither an id"),
+        (["-d", "abc", "x"], "-d 'abc' is neither a dataset id nor a dataset name; give an id"),
         (["-d", "781", "--clear", "--as-validation"], "no trusted cases recorded for Dataset781_Trust; add some"),
     ],
 )
