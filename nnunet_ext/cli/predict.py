@@ -96,12 +96,9 @@ def resolve_tta(tta: str | None, disable_tta: bool) -> str:
 def ensure_trainer_lookup() -> None:
     """Append the plugin's trainer folder to ``nnUNet_extTrainer``: the predictor finds the trainer class by the
     name stored in the checkpoint, and the ``.pth`` autoload does not run for editable installs."""
-    from nnunet_ext import trainer_folder
+    from nnunet_ext._registration import register_trainer_folder
 
-    folder = trainer_folder()
-    entries = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-    if folder not in entries:
-        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*entries, folder])
+    register_trainer_folder()
 
 
 def _folds(values: list[str]) -> list[int | str]:
