@@ -13,12 +13,15 @@ uses absolute imports only and has no side effects. Names are API (results folde
 | DiceReweightTrainer | Dice, per sample | data re-weighting (COPLE Table IV) |
 | RegionDiceTrainer, RegionDiceAdamTrainer | BraTS region Dice | - (Adam variant: lr 1e-4, cosine after half) |
 | RegionDiceSWATrainer, NRDiceSWATrainer, NRDiceAdaptiveMTSWATrainer | region Dice / NR-Dice | SWA fine-tuning |
+| RegionDiceRangerTrainer, RegionDiceRangerSWATrainer | region Dice | Ranger, cosine after half (+ SWA with Adam) |
 | SpatialCorrectionTrainer, NRDiceAdaptiveMTSpatialCorrectionTrainer | CE + Dice / NR-Dice | trusted-case correction |
+| EarlyLearningTrainer, NRDiceAdaptiveMTEarlyLearningTrainer | CE + Dice / NR-Dice | ADELE early-learning correction |
 """
 
 from nnunet_ext.training.base import ExtTrainerBase, LossSpec, OptimizerSpec
 from nnunet_ext.training.consistency import MeanTeacherConfig
 from nnunet_ext.training.correction import SpatialCorrectionConfig
+from nnunet_ext.training.early_learning import EarlyLearningConfig
 from nnunet_ext.training.reweight import ReweightConfig
 from nnunet_ext.training.swa import SWAConfig
 
@@ -167,6 +170,21 @@ class RegionDiceSWATrainer(RegionDiceTrainer):
     swa = SWAConfig()
 
 
+class RegionDiceRangerTrainer(RegionDiceTrainer):
+    """Region Dice with pipeline A's optimizer: Ranger (RAdam + Lookahead k 6, alpha 0.5 + gradient centralisation,
+    betas (0.95, 0.999), eps 1e-5) at lr 1e-4 without weight decay; constant, then cosine after half of the epochs
+    (open_brats2020's schedule)."""
+
+    optimizer_spec = OptimizerSpec("ranger", lr=1e-4, weight_decay=0.0, schedule="open_brats_ranger")
+
+
+class RegionDiceRangerSWATrainer(RegionDiceRangerTrainer):
+    """Pipeline A in full: the Ranger main schedule, then SWA fine-tuning with a fresh Adam per cycle (lr 5e-5, no
+    weight decay; 5 cycles x 30 epochs, snapshot every 3 epochs)."""
+
+    swa = SWAConfig(optimizer="adam")
+
+
 class NRDiceSWATrainer(NRDiceTrainer):
     """Noise-robust Dice, then SWA fine-tuning."""
 
@@ -194,3 +212,20 @@ class NRDiceAdaptiveMTSpatialCorrectionTrainer(NRDiceAdaptiveMTTrainer):
     predicts the correction pass."""
 
     spatial_correction = SpatialCorrectionConfig()
+
+
+# --- noisy labels: adaptive early-learning label correction (ADELE, Liu et al., CVPR 2022) -----------------------
+
+
+class EarlyLearningTrainer(ExtTrainerBase):
+    """nnU-Net's Dice + CE; per class, once the fitted training-IoU curve flattens (ADELE), the training labels are
+    replaced where the prediction is confident (p > 0.7), then again every 10 epochs; training continues."""
+
+    early_learning = EarlyLearningConfig()
+
+
+class NRDiceAdaptiveMTEarlyLearningTrainer(NRDiceAdaptiveMTTrainer):
+    """The flagship (NR-Dice + adaptive mean teacher) with ADELE's early-learning label correction; the teacher
+    predicts the correction pass."""
+
+    early_learning = EarlyLearningConfig()

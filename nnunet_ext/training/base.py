@@ -35,12 +35,15 @@ from nnunet_ext._nnunet import (
     unwrap,
 )
 from nnunet_ext.losses import build_loss, wrap_deep_supervision
-from nnunet_ext.losses.registry import LOSSES
+from nnunet_ext.losses.registry import LOSSES, loss_parameters
 from nnunet_ext.training.addon import TrainerAddon
+from nnunet_ext.training.block_types import check_types, type_hints
 from nnunet_ext.training.consistency import MeanTeacher, MeanTeacherConfig
 from nnunet_ext.training.correction import SpatialCorrection, SpatialCorrectionConfig
+from nnunet_ext.training.early_learning import EarlyLearning, EarlyLearningConfig
+from nnunet_ext.training.ranger import RANGER_DEFAULTS, build_ranger
 from nnunet_ext.training.reweight import Reweight, ReweightConfig
-from nnunet_ext.training.schedules import EpochLR
+from nnunet_ext.training.schedules import EPOCH_SCHEDULES, EpochLR
 from nnunet_ext.training.swa import SWAConfig, SWAPhase
 
 # Trainer attributes a plans "nnunet_ext" block may set (nnU-Net's own hyper-parameters).
@@ -58,6 +61,7 @@ TRAINER_OVERRIDABLE = (
 ADDONS: dict[str, type[TrainerAddon]] = {
     "reweight": Reweight,
     "mean_teacher": MeanTeacher,
+    "early_learning": EarlyLearning,  # before spatial_correction: a round after ADELE's corrections starts from them
     "spatial_correction": SpatialCorrection,
     "swa": SWAPhase,
 }
@@ -91,32 +95,69 @@ class LossSpec:
             )
 
 
+# optimizer name -> constructor options an ``OptimizerSpec`` may set besides lr and weight decay
+OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {"adam": ("betas", "eps"), "ranger": tuple(RANGER_DEFAULTS)}
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """An optimizer replacing nnU-Net's SGD + poly schedule (sets ``initial_lr`` and ``weight_decay``)."""
+    """An optimizer replacing nnU-Net's SGD + poly schedule (sets ``initial_lr`` and ``weight_decay``, which the
+    plans' "nnunet_ext" block may override).
 
-    name: Literal["adam"]
+    Attributes:
+        name: ``"adam"`` (``torch.optim.Adam``) or ``"ranger"`` (RAdam + Lookahead + gradient centralisation,
+            :func:`nnunet_ext.training.ranger.build_ranger`).
+        lr: initial learning rate.
+        weight_decay: weight decay (Adam: L2 added to the gradient; Ranger: decoupled).
+        schedule: a per-epoch schedule of ``nnunet_ext.training.schedules.EPOCH_SCHEDULES`` over the main epochs:
+            ``"constant_then_cosine"`` (constant for the first half, then cosine to 0) or ``"open_brats_ranger"``
+            (open_brats2020's Ranger schedule, one epoch later, never 0).
+        options: further constructor arguments (Adam: betas, eps; Ranger: see ``RANGER_DEFAULTS``).
+    """
+
+    name: Literal["adam", "ranger"]
     lr: float
     weight_decay: float = 0.0
-    schedule: Literal["constant_then_cosine"] = "constant_then_cosine"
+    schedule: Literal["constant_then_cosine", "open_brats_ranger"] = "constant_then_cosine"
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name != "adam" or self.schedule != "constant_then_cosine":
-            raise ValueError(
-                f"supported: name='adam', schedule='constant_then_cosine'; got {self.name!r}, {self.schedule!r}"
-            )
+        if self.name not in OPTIMIZER_OPTIONS:
+            raise ValueError(f"unknown optimizer {self.name!r}; use one of {sorted(OPTIMIZER_OPTIONS)}")
+        if self.schedule not in EPOCH_SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use one of {sorted(EPOCH_SCHEDULES)}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        allowed = OPTIMIZER_OPTIONS[self.name]
+        for key in self.options:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                raise ValueError(
+                    f"unknown {self.name} option {key!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" Allowed: {sorted(allowed)}"
+                )
+
+    def build(self, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """The optimizer over ``params``; lr and weight decay are the trainer's (the plans may override them)."""
+        if self.name == "ranger":
+            return build_ranger(params, lr=lr, weight_decay=weight_decay, **self.options)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **self.options)
 
 
 def _reject_unknown(kind: str, keys, allowed) -> None:
+    if not isinstance(keys, Mapping):
+        raise ValueError(
+            f'the plans\' "nnunet_ext" {kind} must be a JSON object {{"key": value}}, got {keys!r}; write it as one '
+            f"with keys from {sorted(allowed)}"
+        )
     for key in keys:
         if key not in allowed:
             hint = difflib.get_close_matches(key, list(allowed), n=1)
             raise ValueError(
-                f'unknown key {key!r} in the plans\' "nnunet_ext" {kind}'
-                + (f"; did you mean {hint[0]!r}?" if hint else "")
-                + f" Allowed: {sorted(allowed)}"
+                f'unknown key {key!r} in the plans\' "nnunet_ext" {kind}; '
+                + (f"did you mean {hint[0]!r}? " if hint else "remove it. ")
+                + f"Allowed: {sorted(allowed)}"
             )
 
 
@@ -127,6 +168,7 @@ class ExtTrainerBase(nnUNetTrainer):
     optimizer_spec: ClassVar[OptimizerSpec | None] = None
     mean_teacher: ClassVar[MeanTeacherConfig | None] = None
     reweight: ClassVar[ReweightConfig | None] = None
+    early_learning: ClassVar[EarlyLearningConfig | None] = None
     spatial_correction: ClassVar[SpatialCorrectionConfig | None] = None
     swa: ClassVar[SWAConfig | None] = None
 
@@ -152,8 +194,11 @@ class ExtTrainerBase(nnUNetTrainer):
     # ---------------------------------------------------------------------------------------------------------
     # configuration
     def _ext_resolve_hyperparameters(self) -> tuple[LossSpec | None, dict[str, Any]]:
-        block = dict(self.configuration_manager.configuration.get("nnunet_ext", {}) or {})
+        block = self.configuration_manager.configuration.get("nnunet_ext", {}) or {}
         _reject_unknown("block", block, (*TRAINER_OVERRIDABLE, "loss", *ADDONS))
+        block = dict(block)
+        attribute_types = {k: type(getattr(self, k)) for k in TRAINER_OVERRIDABLE}
+        check_types("block", block, {k: t for k, t in attribute_types.items() if t in (int, float, bool, str)})
         for key in TRAINER_OVERRIDABLE:
             if key in block:
                 setattr(self, key, type(getattr(self, key))(block[key]))
@@ -163,6 +208,8 @@ class ExtTrainerBase(nnUNetTrainer):
                 raise ValueError(
                     f"the plans' \"nnunet_ext\" block sets 'loss' but {self.__class__.__name__} uses nnU-Net's own loss"
                 )
+            _reject_unknown("'loss' entry", block["loss"], loss_parameters(spec.name))
+            check_types("'loss' entry", block["loss"], type_hints(LOSSES[spec.name].__init__))
             spec = LossSpec(spec.name, {**spec.kwargs, **block["loss"]})
         configs: dict[str, Any] = {}
         for key in ADDONS:
@@ -174,6 +221,7 @@ class ExtTrainerBase(nnUNetTrainer):
                         "use; remove the entry or pick a trainer with it"
                     )
                 _reject_unknown(f"{key!r} entry", block[key], [f.name for f in dataclasses.fields(cfg)])
+                check_types(f"{key!r} entry", block[key], type_hints(type(cfg)))
                 cfg = dataclasses.replace(cfg, **block[key])
             configs[key] = cfg
         return spec, configs
@@ -265,10 +313,12 @@ class ExtTrainerBase(nnUNetTrainer):
         spec = self.optimizer_spec
         if spec is None:
             return super().configure_optimizers()
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        optimizer = spec.build(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         for group in optimizer.param_groups:
             group["initial_lr"] = self.initial_lr
-        return optimizer, EpochLR(optimizer, self.initial_lr, self.num_epochs)
+        # the schedule spans the main epochs: initialize() calls this before an SWA add-on extends num_epochs (SWA
+        # cycles that reuse the trainer's optimizer keep only the optimizer)
+        return optimizer, EpochLR(optimizer, self.initial_lr, self.num_epochs, fn=EPOCH_SCHEDULES[spec.schedule])
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """Set ``decoder.deep_supervision`` on the trained network and, while it is swapped in for validation, on
@@ -320,22 +370,10 @@ class ExtTrainerBase(nnUNetTrainer):
         keys = [k for a in self.ext_addons for k in a.log_keys]
         if not keys:
             return
-        import matplotlib
+        from nnunet_ext.training.plots import plot_addon_progress
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        logged = log_store(self)
-        fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.2 * len(keys)), sharex=True, squeeze=False)
-        for ax, key in zip(axes[:, 0], keys):
-            values = logged.get(key, [])
-            ax.plot(range(len(values)), values, marker=".")
-            ax.set_ylabel(key.removeprefix("ext_"), fontsize=8)
-            ax.grid(alpha=0.3)
-        axes[-1, 0].set_xlabel("epoch")
-        fig.tight_layout()
-        fig.savefig(os.path.join(self.output_folder, "progress_nnunet_ext.png"))
-        plt.close(fig)
+        path = os.path.join(self.output_folder, "progress_nnunet_ext.png")
+        plot_addon_progress(log_store(self), keys, path, title=f"{self.__class__.__name__}: add-on logs")
 
     def on_train_end(self) -> None:
         for addon in self.ext_addons:
@@ -516,11 +554,14 @@ class ExtTrainerBase(nnUNetTrainer):
             if stored is None:
                 continue
             current = dataclasses.asdict(addon.config)
+            # a key added to the config after the checkpoint was written counts as its default then
+            defaults = {
+                f.name: f.default for f in dataclasses.fields(addon.config) if f.default is not dataclasses.MISSING
+            }
             for key in sorted(set(stored) | set(current)):
-                if stored.get(key) != current.get(key):
-                    differences.append(
-                        f"{addon.config_key}.{key}: checkpoint {stored.get(key)!r}, now {current.get(key)!r}"
-                    )
+                before = stored.get(key, defaults.get(key))
+                if before != current.get(key):
+                    differences.append(f"{addon.config_key}.{key}: checkpoint {before!r}, now {current.get(key)!r}")
         if differences:
             raise ValueError(
                 f"{filename} was trained with another nnunet_ext configuration than the current plans give "

@@ -17,7 +17,9 @@ At ``start_fraction`` of the main epochs (then evenly over the rest for ``rounds
 4. the corrected labels are written as a new segmentation source in the trainer's output folder (data linked, seg
    and nnU-Net's per-class foreground locations new; the preprocessed dataset is never modified), the data loaders
    are rebuilt on it, and (``reinitialize``, official) network weights, optimizer, learning-rate schedule (restarted
-   over the remaining epochs) and the other add-ons' state (teacher, gate history) are re-initialised.
+   over the remaining epochs) and the other add-ons' state (teacher, gate history) are re-initialised. The folder is
+   a link of the fold's one label-source chain (:mod:`nnunet_ext.training.label_source`, shared with the
+   early-learning correction): it is derived from the labels the trainer currently reads.
 
 State (rounds done, offsets, folder) is in the checkpoint; a round's folder is written to a temporary name and
 renamed when complete, and a checkpoint is written right after the round, so ``--c`` after a kill at any point either
@@ -32,25 +34,21 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from nnunet_ext._nnunet import (
-    rebuild_dataloaders,
-    sample_foreground_locations,
-    set_optimizer,
-    unwrap,
-)
+from nnunet_ext._nnunet import set_optimizer, unwrap
 from nnunet_ext.correction.boundary import correct_label, correct_label_map, estimate_offsets
+from nnunet_ext.training import label_source
 from nnunet_ext.training.addon import TrainerAddon
+from nnunet_ext.training.label_source import CORRECTED_DIR
 
-CORRECTED_DIR = "nnunet_ext_corrected_labels"
+__all__ = ["CORRECTED_DIR", "ROUND_SUMMARY", "SpatialCorrection", "SpatialCorrectionConfig", "trigger_epochs"]
+
 ROUND_SUMMARY = "round_summary.json"
 
 
@@ -186,48 +184,21 @@ class SpatialCorrection(TrainerAddon):
         trainer.ext_log("ext_correction_rounds", self.rounds_done)
 
     def _predictor(self, trainer, network):
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-        predictor = nnUNetPredictor(
-            tile_step_size=self.config.tile_step_size,
-            use_gaussian=True,
-            use_mirroring=False,
-            perform_everything_on_device=trainer.device.type == "cuda",
-            device=trainer.device,
-            verbose=False,
-            verbose_preprocessing=False,
-            allow_tqdm=False,
-        )
-        predictor.manual_initialization(
-            network,
-            trainer.plans_manager,
-            trainer.configuration_manager,
-            None,
-            trainer.dataset_json,
-            trainer.__class__.__name__,
-            trainer.inference_allowed_mirroring_axes,
-        )
-        return predictor
+        return label_source.sliding_window_predictor(trainer, network, self.config.tile_step_size)
 
     def run_round(self, trainer) -> None:
         k = self.rounds_done
-        root = Path(trainer.output_folder) / CORRECTED_DIR
-        final = root / f"round_{k}"
-        source = Path(trainer.preprocessed_dataset_folder)
-        if (final / ROUND_SUMMARY).is_file():  # finished before a kill: reuse
+        final = label_source.corrected_root(trainer) / f"round_{k}"
+        if label_source.reusable(trainer, final, ROUND_SUMMARY):  # finished before a kill: reuse
             trainer.print_to_log_file(f"spatial correction round {k + 1}: reusing {final}")
         elif trainer.local_rank == 0:  # under DDP one rank predicts and writes, the others wait for the folder
-            self._correct(trainer, k, source, root, final)
-        if trainer.is_ddp:
-            import torch.distributed as dist
-
-            dist.barrier()
+            self._correct(trainer, k, final.name)
+        label_source.synchronize(trainer)
         summary = json.loads((final / ROUND_SUMMARY).read_text())
         self.offsets.append(summary["offsets_mm"])
         self.folder = str(final)
         self.rounds_done += 1
-        trainer.preprocessed_dataset_folder = str(final)
-        rebuild_dataloaders(trainer)
+        label_source.activate(trainer, final)
         if self.config.reinitialize:
             self._reinitialize(trainer)
         trainer.print_to_log_file(
@@ -239,12 +210,12 @@ class SpatialCorrection(TrainerAddon):
         trainer.save_checkpoint(os.path.join(trainer.output_folder, "checkpoint_latest.pth"))
 
     @torch.no_grad()
-    def _correct(self, trainer, k: int, source: Path, root: Path, final: Path) -> dict:
+    def _correct(self, trainer, k: int, name: str) -> dict:
         lm = trainer.label_manager
         classes = self._classes(trainer)
         spacing = [float(s) for s in trainer.configuration_manager.spacing]
         tr_keys, _ = trainer.do_split()
-        dataset = trainer.dataset_class(str(source), None)
+        writer = label_source.LabelSetWriter(trainer, name, written_by=self.config_key)
         trainer._ext_swap_in_export()  # predict with the exported model (teacher / average) when there is one
         try:
             trainer.set_deep_supervision_enabled(False)
@@ -253,9 +224,9 @@ class SpatialCorrection(TrainerAddon):
             predictor = self._predictor(trainer, network)
 
             def logits_of(case: str) -> tuple[np.ndarray, np.ndarray, Any, dict]:
-                data, seg, _, properties = dataset.load_case(case)
+                data, seg, properties = writer.load_case(case)
                 logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(np.asarray(data)))
-                return logits.float().cpu().numpy(), np.asarray(seg), data, properties
+                return logits.float().cpu().numpy(), seg, data, properties
 
             if self.config.offset_mm is not None:
                 offsets = self._fixed_offsets(trainer)
@@ -274,23 +245,18 @@ class SpatialCorrection(TrainerAddon):
                 estimated = estimate_offsets(pairs, spacings, classes)
                 offsets = {c: (None if b is None else b * self.config.sigma_factor) for c, b in estimated.items()}
 
-            tmp = root / f"round_{k}.part"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
             corrected_keys = sorted(set(tr_keys) - set(self.trusted_in_training))
             dice: dict[str, list[float]] = {str(c): [] for c in classes}
             shown = []
-            for case in dataset.identifiers:
+            for case in writer.cases:
                 if case not in corrected_keys:
-                    self._link_case(source, tmp, case)
+                    writer.link(case)
                     continue
                 logits, seg, data, properties = logits_of(case)
                 new = self._corrected_seg(trainer, logits, seg, offsets, spacing)
                 for c in classes:
                     dice[str(c)].append(_dice(_class_mask(new[0], c), _class_mask(np.maximum(seg[0], 0), c)))
-                properties = dict(properties)
-                properties["class_locations"] = sample_foreground_locations(new, classes)
-                self._write_case(trainer, source, tmp, case, seg, new, properties)
+                writer.write(case, new, properties, classes)
                 if len(shown) < self.config.png_cases:
                     shown.append((case, np.asarray(data)[0], np.maximum(seg[0], 0), new[0]))
         finally:
@@ -305,12 +271,9 @@ class SpatialCorrection(TrainerAddon):
             "corrected_cases": len(corrected_keys),
             "dice_corrected_vs_original": {c: (float(np.mean(v)) if v else None) for c, v in dice.items()},
         }
-        (tmp / ROUND_SUMMARY).write_text(json.dumps(summary, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if trainer.local_rank == 0 and shown:
+        if trainer.local_rank == 0 and shown:  # before the folder is final: a kill after it must not lose the PNG
             self._plot(trainer, k, shown)
+        writer.finish({ROUND_SUMMARY: summary}, round=k)
         return summary
 
     @staticmethod
@@ -337,36 +300,6 @@ class SpatialCorrection(TrainerAddon):
         else:
             label_map = correct_label_map(logits, {int(c): b for c, b in offsets.items()}, spacing).astype(np.int16)
         return label_map
-
-    @staticmethod
-    def _link_case(source: Path, target: Path, case: str) -> None:
-        from nnunet_ext.noise.simulate import link_or_copy
-
-        for f in source.glob(f"{case}*"):
-            stem = f.name[len(case) :]
-            if stem in (".pkl", ".npz", ".npy", "_seg.npy", ".b2nd", "_seg.b2nd"):
-                link_or_copy(f, target / f.name)
-
-    def _write_case(self, trainer, source: Path, target: Path, case: str, seg, new, properties) -> None:
-        from batchgenerators.utilities.file_and_folder_operations import write_pickle
-
-        from nnunet_ext.noise.simulate import link_or_copy
-
-        if (source / f"{case}.b2nd").is_file():
-            import blosc2
-
-            link_or_copy(source / f"{case}.b2nd", target / f"{case}.b2nd")
-            original = blosc2.open(urlpath=str(source / f"{case}_seg.b2nd"), mode="r")
-            blosc2.asarray(
-                np.ascontiguousarray(new),
-                urlpath=str(target / f"{case}_seg.b2nd"),
-                chunks=original.chunks,
-                blocks=original.blocks,
-            )
-            write_pickle(properties, str(target / f"{case}.pkl"))
-        else:  # nnU-Net's numpy format: data and seg share one npz
-            data, _, _, _ = trainer.dataset_class(str(source), [case]).load_case(case)
-            trainer.dataset_class.save_case(np.asarray(data), new, properties, str(target / case))
 
     def _plot(self, trainer, k: int, shown) -> None:
         import matplotlib
@@ -420,12 +353,7 @@ class SpatialCorrection(TrainerAddon):
         self.offsets = list(state["offsets"])
         self.folder = state["folder"]
         if self.rounds_done:
-            if not self.folder or not (Path(self.folder) / ROUND_SUMMARY).is_file():
-                raise FileNotFoundError(
-                    f"the checkpoint trained on corrected labels in {self.folder}, which is missing or incomplete; "
-                    "restore that folder (it sits in the fold's output folder) or start the training again"
-                )
-            trainer.preprocessed_dataset_folder = self.folder
+            label_source.restore(trainer, self.folder, ROUND_SUMMARY)
             if self.config.reinitialize:
                 start = trigger_epochs(trainer.ext_main_epochs, self.config)[self.rounds_done - 1] + 1
                 scheduler = trainer.lr_scheduler

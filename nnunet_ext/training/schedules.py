@@ -1,4 +1,5 @@
-"""Pure schedule pieces of adaptive self-ensembling (COPLE paper, doi:10.1109/TMI.2020.3000314, Sec. II-C).
+"""Pure schedule pieces of adaptive self-ensembling (COPLE paper, doi:10.1109/TMI.2020.3000314, Sec. II-C) and the
+BraTS 2020 learning-rate schedules (arXiv:2011.01045).
 
 Nothing here touches a network: each function maps counters and losses to a number or a decision, so every rule is
 pinned by closed-form tests without nnU-Net.
@@ -142,6 +143,39 @@ def constant_then_cosine(base_lr: float, epoch: int, num_epochs: int, constant_f
         return base_lr
     span = max(num_epochs - start, 1)
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch - start, span) / span))
+
+
+def open_brats_ranger_lr(base_lr: float, epoch: int, num_epochs: int) -> float:
+    """Learning rate of epoch ``epoch`` under open_brats2020's Ranger schedule (BraTS 2020 paper, pipeline A).
+
+    open_brats keeps ``base_lr`` and steps ``CosineAnnealingLR(T_max = round(E / 2))`` at the end of every epoch
+    ``j`` with ``j / E > 0.5`` (METHODS.md §6). Epoch ``e`` therefore trains after
+    ``n_e = max(0, e - floor(E / 2) - 1)`` cosine steps:
+
+    .. math:: \\eta_e = \\eta_0 \\cdot \\tfrac{1}{2}\\left(1 + \\cos\\frac{\\pi\\, n_e}{T}\\right),\\quad
+              T = \\max(\\mathrm{round}(E / 2), 1)
+
+    (``round`` is Python's, half to even). With E = 200: ``base_lr`` for epochs 0-101, then the cosine from epoch 102
+    to epoch 199 (``n = 98``, 9.87e-8 for ``base_lr`` 1e-4); it never reaches 0. :func:`constant_then_cosine` is the
+    paper's wording ("cosine decay after half of the epochs") without open_brats' one-epoch offset.
+
+    Args:
+        base_lr: learning rate of the constant part.
+        epoch: 0-based epoch of the main schedule.
+        num_epochs: number of epochs E of the main schedule (SWA epochs excluded).
+
+    Identities pinned by tests: equals torch's ``CosineAnnealingLR`` stepped the open_brats way for several E;
+    constant through epoch ``floor(E / 2) + 1``; E = 1 gives ``base_lr``.
+    """
+    if num_epochs < 1 or epoch < 0:
+        raise ValueError(f"need num_epochs >= 1 and epoch >= 0, got num_epochs={num_epochs}, epoch={epoch}")
+    t_max = max(round(num_epochs * 0.5), 1)
+    steps = min(max(0, epoch - num_epochs // 2 - 1), t_max)  # held at 0 past T (open_brats never gets there)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * steps / t_max))
+
+
+# schedule name (``OptimizerSpec.schedule``) -> f(base_lr, epoch, num_epochs)
+EPOCH_SCHEDULES = {"constant_then_cosine": constant_then_cosine, "open_brats_ranger": open_brats_ranger_lr}
 
 
 class EpochLR:

@@ -1,8 +1,8 @@
 """SWA fine-tuning phase (BraTS 2020 paper, Henry et al., arXiv:2011.01045; METHODS.md §5.6).
 
 After the main schedule: one snapshot of the final weights, then ``cycles`` cycles of ``cycle_epochs`` epochs with a
-fresh optimizer (the trainer's own, learning rate ``initial_lr * lr_factor``, no weight decay) and a cosine learning
-rate restarted every cycle,
+fresh optimizer (the trainer's own, or Adam with ``optimizer="adam"`` as in the paper's pipeline A; learning rate
+``initial_lr * lr_factor``, no weight decay) and a cosine learning rate restarted every cycle,
 
 .. math:: \\eta_e = \\eta_0 \\cdot \\tfrac{1}{2}\\left(1 + \\cos\\frac{\\pi e}{T_{max}}\\right),\\quad
           T_{max} = \\text{cycle\\_epochs} + 10,
@@ -17,7 +17,9 @@ for the final validation — at most twice per snapshot. Networks without BatchN
 pay nothing.
 
 The snapshots average the trained network (the student when a mean teacher runs beside it). All state (average,
-snapshot count, cycle position, optimizer) is restored by ``--c``.
+snapshot count, cycle position, optimizer) is restored by ``--c``. With ``optimizer="adam"`` a checkpoint taken in the
+SWA phase holds the Adam state; ``--c`` puts it into a fresh Adam (nnU-Net itself loads it into the trainer's main
+optimizer, e.g. Ranger, which is not the one that continues).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -46,6 +48,9 @@ class SWAConfig:
     snapshot_every: a snapshot after every ``snapshot_every``-th epoch of a cycle.
     weight_decay: weight decay of the cycle optimizers.
     bn_update_batches: training batches used to recompute BatchNorm statistics of the average.
+    optimizer: optimizer of the cycles: ``"trainer"``, a fresh instance of the trainer's own
+        (``configure_optimizers``); ``"adam"``, ``torch.optim.Adam`` with torch's defaults (betas (0.9, 0.999),
+        eps 1e-8), as open_brats2020's SWA phase (paper: "the Adam optimizer was used without weight decay").
     """
 
     cycles: int = 5
@@ -55,6 +60,7 @@ class SWAConfig:
     snapshot_every: int = 3
     weight_decay: float = 0.0
     bn_update_batches: int = 50
+    optimizer: Literal["trainer", "adam"] = "trainer"
 
     def __post_init__(self) -> None:
         for name in ("cycles", "cycle_epochs", "snapshot_every", "bn_update_batches"):
@@ -62,6 +68,8 @@ class SWAConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr_factor <= 0 or self.t_max_extra < 0 or self.weight_decay < 0:
             raise ValueError(f"lr_factor > 0, t_max_extra >= 0, weight_decay >= 0 required, got {self}")
+        if self.optimizer not in ("trainer", "adam"):
+            raise ValueError(f"swa optimizer must be 'trainer' or 'adam', got {self.optimizer!r}")
 
 
 def cycle_lr(base_lr: float, epoch_in_cycle: int, t_max: int) -> float:
@@ -114,12 +122,38 @@ class SWAPhase(TrainerAddon):
         self.main_epochs: int | None = None
         self.average = None
         self.bn_updated = False
+        self._loaded_optimizer_state: dict | None = None
 
     def setup(self, trainer) -> None:
         # configure_optimizers() already captured the main schedule length in PolyLRScheduler.
         self.main_epochs = trainer.num_epochs
         trainer.num_epochs = self.main_epochs + self.extra_epochs
         self.average = make_swa(unwrap(trainer.network)).to(trainer.device)
+        self._watch_optimizer_loads(trainer.optimizer)
+
+    def _watch_optimizer_loads(self, optimizer: torch.optim.Optimizer) -> None:
+        # nnU-Net's load_checkpoint loads the saved optimizer state into whichever optimizer the trainer holds (the
+        # main one, e.g. Ranger, on a fresh trainer); keep the raw dict so that load_state_dict can hand an SWA-phase
+        # state to a cycle optimizer of the configured kind instead
+        if self.config.optimizer != "trainer":
+            optimizer.register_load_state_dict_pre_hook(self._keep_loaded_optimizer_state)
+
+    def _keep_loaded_optimizer_state(self, optimizer, state_dict: dict) -> None:
+        self._loaded_optimizer_state = state_dict
+
+    def cycle_optimizer(self, trainer) -> torch.optim.Optimizer:
+        """A fresh optimizer for one cycle: lr ``initial_lr * lr_factor``, the configured weight decay."""
+        cfg = self.config
+        base_lr = trainer.initial_lr * cfg.lr_factor
+        if cfg.optimizer == "adam":
+            optimizer = torch.optim.Adam(trainer.network.parameters(), lr=base_lr, weight_decay=cfg.weight_decay)
+        else:
+            optimizer, _ = trainer.configure_optimizers()
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = base_lr
+            group["weight_decay"] = cfg.weight_decay
+        self._watch_optimizer_loads(optimizer)
+        return optimizer
 
     def _phase_position(self, epoch: int) -> tuple[int, int] | None:
         if epoch < self.main_epochs:
@@ -142,12 +176,12 @@ class SWAPhase(TrainerAddon):
         cfg = self.config
         base_lr = trainer.initial_lr * cfg.lr_factor
         if epoch_in_cycle == 0:
-            optimizer, _ = trainer.configure_optimizers()
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] = base_lr
-                group["weight_decay"] = cfg.weight_decay
+            optimizer = self.cycle_optimizer(trainer)
             set_optimizer(trainer, optimizer)
-            trainer.print_to_log_file(f"SWA cycle {cycle + 1}/{cfg.cycles}: fresh optimizer, lr {base_lr:g}")
+            trainer.print_to_log_file(
+                f"SWA cycle {cycle + 1}/{cfg.cycles}: fresh {type(optimizer).__name__} optimizer, lr {base_lr:g}, "
+                f"weight decay {cfg.weight_decay:g}"
+            )
         scheduler = lr_scheduler_of(trainer)
         if not isinstance(scheduler, CycleCosineLR) or scheduler.optimizer is not trainer.optimizer:
             start = self.main_epochs + cycle * cfg.cycle_epochs
@@ -190,6 +224,13 @@ class SWAPhase(TrainerAddon):
         }
 
     def load_state_dict(self, state, trainer, exported_weights) -> None:
+        if self.config.optimizer != "trainer" and trainer.current_epoch > self.main_epochs:
+            # the checkpoint was written after an SWA epoch, so its optimizer state is the cycle optimizer's
+            assert self._loaded_optimizer_state is not None, "nnU-Net's load_checkpoint loaded no optimizer state"
+            optimizer = self.cycle_optimizer(trainer)
+            optimizer.load_state_dict(self._loaded_optimizer_state)
+            set_optimizer(trainer, optimizer)
+        self._loaded_optimizer_state = None
         if state is None or state["n_averaged"] == 0:
             return
         if state["main_epochs"] != self.main_epochs:

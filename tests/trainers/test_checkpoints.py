@@ -103,6 +103,20 @@ def test_resume_with_another_addon_configuration_is_refused(tiny_lesion_2d, tmp_
     same.load_checkpoint(path)  # unchanged configuration loads
 
 
+def test_resume_of_a_checkpoint_older_than_a_config_key(tiny_lesion_2d, tmp_path):
+    """A key added to an add-on's config after a checkpoint was written counts as its default (older --c works)."""
+    trainer = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer")
+    path = tmp_path / "ckpt.pth"
+    trainer.save_checkpoint(str(path))
+    saved = torch.load(path, weights_only=False)
+    del saved[STATE_KEY]["mean_teacher"]["config"]["consistency_high"]  # as written by a version without the key
+    torch.save(saved, path)
+    make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer").load_checkpoint(str(path))
+    changed = make_trainer(tiny_lesion_2d, "NRDiceAdaptiveMTTrainer", mean_teacher={"consistency_high": 0.3})
+    with pytest.raises(ValueError, match=r"consistency_high: checkpoint 0\.1, now 0\.3"):
+        changed.load_checkpoint(str(path))
+
+
 @pytest.mark.slow
 def test_kill_9_during_training_then_continue(tiny_lesion_2d, tmp_path):
     """A real ``kill -9`` of ``nnUNetv2_train``; ``--c`` then completes and the mean teacher's state carries on."""

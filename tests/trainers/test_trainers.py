@@ -41,11 +41,25 @@ EXPECTED = {
     "RegionDiceSWATrainer",
     "NRDiceSWATrainer",
     "NRDiceAdaptiveMTSWATrainer",
+    # issue 14: BraTS pipeline A's Ranger optimizer
+    "RegionDiceRangerTrainer",
+    "RegionDiceRangerSWATrainer",
     # issue 12: trusted-case spatial label correction
     "SpatialCorrectionTrainer",
     "NRDiceAdaptiveMTSpatialCorrectionTrainer",
+    # issue 13: ADELE early-learning label correction
+    "EarlyLearningTrainer",
+    "NRDiceAdaptiveMTEarlyLearningTrainer",
 }
-DECLARATION_KEYS = {"loss_spec", "optimizer_spec", "mean_teacher", "reweight", "spatial_correction", "swa"}
+DECLARATION_KEYS = {
+    "loss_spec",
+    "optimizer_spec",
+    "mean_teacher",
+    "reweight",
+    "spatial_correction",
+    "early_learning",
+    "swa",
+}
 PLUGIN_ATTRIBUTES = DECLARATION_KEYS | {"ext_addons", "ext_loss_spec", "_ext_validation_swap"}
 
 
@@ -113,6 +127,7 @@ def test_found_by_nnunet_lookup(monkeypatch):
 LABEL_TRAINERS = sorted(
     EXPECTED
     - {"RegionDiceTrainer", "RegionDiceAdamTrainer", "RegionDiceSWATrainer"}
+    - {"RegionDiceRangerTrainer", "RegionDiceRangerSWATrainer"}  # region trainers: tests/training/test_ranger.py
     - {"SpatialCorrectionTrainer", "NRDiceAdaptiveMTSpatialCorrectionTrainer"}
 )
 
