@@ -170,6 +170,15 @@ def training_case_ids(
     )
 
 
+def did_you_mean(ids: Sequence[str], known: Sequence[str]) -> list[str]:
+    """``ids`` quoted, each followed by its closest id in ``known`` (difflib) as a hint where there is one."""
+    hints = []
+    for case in ids:
+        close = difflib.get_close_matches(case, known, n=1)
+        hints.append(f"{case!r} (did you mean {close[0]!r}?)" if close else repr(case))
+    return hints
+
+
 def validate_case_ids(
     dataset: str | int,
     cases: Iterable[str],
@@ -189,10 +198,7 @@ def validate_case_ids(
     known_set = set(known)
     unknown = [c for c in cases if c not in known_set]
     if unknown:
-        shown = []
-        for case in unknown[:10]:
-            close = difflib.get_close_matches(case, known, n=1)
-            shown.append(f"{case!r} (did you mean {close[0]!r}?)" if close else repr(case))
+        shown = did_you_mean(unknown[:10], known)
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
         raise ValueError(
             f"{len(unknown)} of {len(cases)} case ids are not training cases of {dataset_name(dataset)}: "

@@ -20,7 +20,6 @@ connected disagreement).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ from nnunet_ext.audit.report import MontageEntry, write_csv, write_markdown, wri
 from nnunet_ext.audit.scores import DEFAULT_SCORE, SCORE_DEFINITIONS, check_score, disagreement_scores, ranks
 from nnunet_ext.evaluation.evaluate import spatial_dims
 from nnunet_ext.evaluation.io import read_label_image, read_label_shape
+from nnunet_ext.trusted import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ def _trusted_cases(cv: CrossValidation, cases: Sequence[str], given: Sequence[st
     audited = set(cases)
     unknown = [c for c in given if c not in audited]
     if unknown:
-        hints = []
-        for c in unknown[:5]:
-            close = difflib.get_close_matches(c, cases, n=1)
-            hints.append(f"{c!r} (did you mean {close[0]!r}?)" if close else repr(c))
+        hints = did_you_mean(unknown[:5], cases)
         raise ValueError(
             f"--trusted: {', '.join(hints)} not among the {len(cases)} audited cases (the validation cases of folds "
             f"{[f.fold for f in cv.folds]}); give case ids of the dataset's training cases"

@@ -17,7 +17,6 @@ then runs on the copy unchanged.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_ext._io import write_json_atomic
+from nnunet_ext.trusted import did_you_mean
 
 MANIFEST_NAME = "prune_manifest.json"
 SCHEMA_VERSION = 1
@@ -115,10 +115,7 @@ def select_removed(
         rule = {"kind": "cases", "n_removed": len(removed)}
     unknown = [c for c in removed if c not in set(known)]
     if unknown:
-        hints = []
-        for c in unknown[:5]:
-            close = difflib.get_close_matches(c, known, n=1)
-            hints.append(f"{c!r} (did you mean {close[0]!r}?)" if close else repr(c))
+        hints = did_you_mean(unknown[:5], known)
         raise ValueError(
             f"{len(unknown)} case(s) to remove are not training cases of the dataset: {', '.join(hints)}; the audit "
             "must be of this dataset (-d) and --cases must name its training cases"
